@@ -1,0 +1,290 @@
+"""Engines, the outbox and inbox tables, and the unit of work (DESIGN §6).
+
+A state change and the messages it causes commit in one transaction: the unit of work
+writes messages to the outbox table, the relay publishes them after commit. Consumers
+record processed message ids in the inbox table in the same transaction as their effects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from appeals_common.envelope import EVENTS_EXCHANGE, Event
+
+log = logging.getLogger("appeals.db")
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def reliability_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The outbox and inbox tables, created in a service's own metadata."""
+    outbox = Table(
+        "outbox", metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("message_id", String(64), nullable=False, unique=True),
+        Column("exchange", String(128), nullable=False),
+        Column("routing_key", String(255), nullable=False),
+        Column("body", LargeBinary, nullable=False),
+        Column("headers", Text, nullable=False, default="{}"),
+        Column("content_type", String(64), nullable=False, default=JSON_CONTENT_TYPE),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("available_at", DateTime(timezone=True), nullable=False),
+        Column("claimed_by", String(64)),
+        Column("claimed_until", DateTime(timezone=True)),
+        Column("published_at", DateTime(timezone=True)),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("last_error", Text),
+    )
+    Index("ix_outbox_pending", outbox.c.id,
+          postgresql_where=outbox.c.published_at.is_(None),
+          sqlite_where=outbox.c.published_at.is_(None))
+    inbox = Table(
+        "inbox", metadata,
+        Column("consumer", String(64), primary_key=True),
+        Column("message_id", String(64), primary_key=True),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+    )
+    return outbox, inbox
+
+
+def ensure_database(url: str) -> None:
+    """Create a PostgreSQL database if it is missing (SQLite creates files itself)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            from pathlib import Path
+
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return
+    if parsed.get_backend_name() != "postgresql":
+        return
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}
+            ).scalar()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    finally:
+        admin.dispose()
+
+
+def make_engine(url: str, pool_size: int = 20) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets readers run beside the writer; NORMAL sync is durable with WAL.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+class UnitOfWork:
+    """One transaction: domain changes, outgoing messages and the inbox mark together."""
+
+    def __init__(self, session: Session, outbox: Table, inbox: Table, producer: str,
+                 now: datetime) -> None:
+        self.session = session
+        self._outbox = outbox
+        self._inbox = inbox
+        self.producer = producer
+        self.now = now
+        self.messages: list[dict[str, Any]] = []
+
+    def first_time(self, consumer: str, message_id: str) -> bool:
+        """Mark a message processed; False when it already was (a redelivery)."""
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(self._inbox).values(
+            consumer=consumer, message_id=message_id, processed_at=utcnow()
+        ).on_conflict_do_nothing()
+        return self.session.execute(stmt).rowcount == 1
+
+    def send(self, exchange: str, routing_key: str, body: dict[str, Any] | bytes,
+             *, message_id: str | None = None, headers: dict[str, Any] | None = None,
+             content_type: str = JSON_CONTENT_TYPE) -> str:
+        message_id = message_id or str(uuid.uuid4())
+        payload = body if isinstance(body, bytes) else json.dumps(
+            body, ensure_ascii=False, default=str).encode()
+        now = utcnow()
+        self.messages.append(dict(
+            message_id=message_id, exchange=exchange, routing_key=routing_key, body=payload,
+            headers=json.dumps(headers or {}, ensure_ascii=False, default=str),
+            content_type=content_type, created_at=now, available_at=now, attempts=0,
+        ))
+        return message_id
+
+    def emit(self, event_type: str, data: dict[str, Any], *, appeal_id: str | None = None,
+             correlation_id: str | None = None) -> Event:
+        evt = Event(event_type=event_type, producer=self.producer, occurred_at=self.now,
+                    data=data, appeal_id=appeal_id, correlation_id=correlation_id)
+        self.send(EVENTS_EXCHANGE, event_type, evt.to_json(), message_id=evt.event_id)
+        return evt
+
+    def flush_messages(self) -> None:
+        if self.messages:
+            self.session.execute(self._outbox.insert(), self.messages)
+
+
+class Store:
+    """A service's database: its engine, sessions and the reliability tables."""
+
+    def __init__(self, url: str, metadata: MetaData, producer: str, pool_size: int = 20) -> None:
+        self.url = url
+        self.metadata = metadata
+        self.producer = producer
+        self.outbox = metadata.tables["outbox"]
+        self.inbox = metadata.tables["inbox"]
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.on_commit: list[Callable[[], None]] = []
+
+    def create_schema(self) -> None:
+        ensure_database(self.url)
+        self.metadata.create_all(self.engine)
+
+    @contextmanager
+    def unit_of_work(self, now: datetime) -> Iterator[UnitOfWork]:
+        with self.sessions() as session, session.begin():
+            uow = UnitOfWork(session, self.outbox, self.inbox, self.producer, now)
+            yield uow
+            uow.flush_messages()
+        if uow.messages:
+            for callback in self.on_commit:
+                callback()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self.sessions() as session:
+            yield session
+
+    def outbox_backlog(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).select_from(self.outbox)
+                .where(self.outbox.c.published_at.is_(None))
+            ).scalar_one()
+
+    def purge_published(self, older_than: timedelta) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                self.outbox.delete().where(self.outbox.c.published_at < utcnow() - older_than)
+            ).rowcount
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class OutboxRelay:
+    """Claims pending outbox rows under a lease, publishes them, marks them published.
+
+    The lease makes two replicas safe: a row is claimed by one relay at a time
+    (SKIP LOCKED on PostgreSQL), and a relay killed mid-batch leaves a lease that
+    expires, so another relay publishes the rows again. Consumers dedupe by message_id.
+    """
+
+    def __init__(self, store: Store, publish_batch: Callable[[list[dict[str, Any]]], set[str]],
+                 batch_size: int = 200, lease: timedelta = timedelta(seconds=15)) -> None:
+        self.store = store
+        self.publish_batch = publish_batch  # returns the message_ids the broker returned unroutable
+        self.batch_size = batch_size
+        self.lease = lease
+        self.relay_id = uuid.uuid4().hex[:16]
+
+    def _claim(self) -> list[dict[str, Any]]:
+        outbox = self.store.outbox
+        now = utcnow()
+        with self.store.engine.begin() as conn:
+            ids = conn.execute(
+                select(outbox.c.id)
+                .where(outbox.c.published_at.is_(None), outbox.c.available_at <= now,
+                       (outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until < now))
+                .order_by(outbox.c.id).limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            ).scalars().all()
+            if not ids:
+                return []
+            conn.execute(update(outbox).where(outbox.c.id.in_(ids))
+                         .values(claimed_by=self.relay_id, claimed_until=now + self.lease))
+            rows = conn.execute(select(outbox).where(outbox.c.id.in_(ids))
+                                .order_by(outbox.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def relay_once(self) -> int:
+        """Publish one batch; returns how many rows were claimed."""
+        rows = self._claim()
+        if not rows:
+            return 0
+        outbox = self.store.outbox
+        try:
+            returned = self.publish_batch(rows)
+        except Exception as exc:
+            # Give the rows back at once; the next pass (or another replica) retries.
+            with self.store.engine.begin() as conn:
+                conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in rows]))
+                             .values(claimed_until=None, claimed_by=None,
+                                     attempts=outbox.c.attempts + 1, last_error=repr(exc)))
+            raise
+        now = utcnow()
+        done = [r["id"] for r in rows if r["message_id"] not in returned]
+        bounced = [r for r in rows if r["message_id"] in returned]
+        with self.store.engine.begin() as conn:
+            if done:
+                conn.execute(update(outbox).where(outbox.c.id.in_(done))
+                             .values(published_at=now, claimed_until=None))
+            for row in bounced:
+                # No queue is bound for it (e.g. a department not provisioned yet):
+                # keep it and try again later rather than let the broker drop it.
+                delay = min(300, 5 * 2 ** min(row["attempts"], 6))
+                log.warning("outbox message %s to %s/%s was unroutable; retrying in %ss",
+                            row["message_id"], row["exchange"], row["routing_key"], delay)
+                conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
+                    claimed_until=None, claimed_by=None, attempts=row["attempts"] + 1,
+                    available_at=now + timedelta(seconds=delay),
+                    last_error="unroutable: no queue bound"))
+        return len(rows)

@@ -1,0 +1,284 @@
+"""Nameko glue shared by the services: storage with its outbox relay, a consumer that
+never loses a message, metrics per entrypoint.
+
+nameko's own @consume acks a message whose handler raised, dropping it. ReliableConsumer
+instead republishes a failing message to a delay queue (bounded retries with backoff)
+and finally to the queue's dead-letter queue with the error, and acks only after the
+broker confirmed that copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import eventlet
+from eventlet.event import Event as GreenEvent
+from kombu import Queue
+from nameko.extensions import DependencyProvider, Entrypoint
+from nameko.messaging import QueueConsumer
+from prometheus_client import Counter, Gauge, Histogram
+
+from appeals_common.clock import Clock, make_clock
+from appeals_common.db import OutboxRelay, Store
+from appeals_common.publisher import ConfirmingPublisher
+from appeals_common.settings import Settings, load_settings
+from appeals_common.topology import (
+    MAX_ATTEMPTS,
+    RETRY_DELAYS_SECONDS,
+    dead_letter_queue,
+    retry_exchange,
+)
+
+log = logging.getLogger("appeals.nameko")
+
+ENTRYPOINT_LATENCY = Histogram(
+    "appeals_entrypoint_seconds", "Time spent in a service entrypoint",
+    ["service", "entrypoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+ENTRYPOINT_ERRORS = Counter(
+    "appeals_entrypoint_errors_total", "Entrypoint calls that raised", ["service", "entrypoint"]
+)
+OUTBOX_BACKLOG = Gauge("appeals_outbox_backlog", "Outbox messages not yet published", ["service"])
+OUTBOX_PUBLISHED = Counter("appeals_outbox_published_total", "Outbox messages published",
+                           ["service"])
+MESSAGES_RETRIED = Counter("appeals_messages_retried_total",
+                           "Consumed messages sent to a retry delay queue", ["service", "queue"])
+MESSAGES_DEAD_LETTERED = Counter("appeals_messages_dead_lettered_total",
+                                 "Consumed messages moved to a dead-letter queue",
+                                 ["service", "queue"])
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message as consumed, before any decoding: handlers decide what is valid."""
+
+    body: bytes
+    routing_key: str  # as first published, even after a retry
+    exchange: str
+    message_id: str | None
+    content_type: str | None
+    headers: dict[str, Any]
+    attempt: int
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class ServiceRuntime:
+    """What a service method gets: its store, clock and settings."""
+
+    def __init__(self, service: str, settings: Settings, store: Store, clock: Clock) -> None:
+        self.service = service
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def unit_of_work(self):
+        return self.store.unit_of_work(self.clock.now())
+
+
+class Runtime(DependencyProvider):
+    """Storage, clock and the outbox relay of one service.
+
+    `metadata` is the service's own SQLAlchemy metadata (with outbox and inbox tables).
+    """
+
+    def __init__(self, service: str, metadata: Any) -> None:
+        self.service = service
+        self.metadata = metadata
+        self._wake = GreenEvent()
+        self._running = False
+
+    def setup(self) -> None:
+        self.settings = load_settings()
+        self.store = Store(self.settings.database_url_for(self.service), self.metadata,
+                           producer=self.service, pool_size=self.settings.max_workers + 5)
+        self.store.create_schema()
+        self.store.on_commit.append(self.wake)
+        self.publisher = ConfirmingPublisher(self.settings.amqp_uri)
+        self.relay = OutboxRelay(self.store, self.publisher.publish_batch,
+                                 batch_size=self.settings.relay_batch_size)
+        self.clock = make_clock(self.settings.clock_file)
+        self.runtime = ServiceRuntime(self.service, self.settings, self.store, self.clock)
+
+    def start(self) -> None:
+        self._running = True
+        self.container.spawn_managed_thread(self._relay_loop, identifier="outbox-relay")
+
+    def stop(self) -> None:
+        self._running = False
+        self.wake()
+        self.publisher.close()
+        self.store.dispose()
+
+    kill = stop
+
+    def wake(self) -> None:
+        if not self._wake.ready():
+            self._wake.send(True)
+
+    def _relay_loop(self) -> None:
+        failures = 0
+        while self._running:
+            try:
+                while self._running and self.relay.relay_once() >= self.relay.batch_size:
+                    pass
+                OUTBOX_BACKLOG.labels(self.service).set(self.store.outbox_backlog())
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("outbox relay pass failed (%s in a row)", failures)
+                eventlet.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            # Sleep until a commit wakes us, or poll: rows committed by a crashed
+            # replica, or unroutable rows whose backoff has passed, still go out.
+            self._wake.wait(self.settings.relay_poll_seconds)
+            if self._wake.ready():
+                self._wake.reset()
+
+    def get_dependency(self, worker_ctx: Any) -> ServiceRuntime:
+        return self.runtime
+
+
+class Metrics(DependencyProvider):
+    """Latency and errors for every entrypoint of the service."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._started: dict[Any, float] = {}
+
+    def worker_setup(self, worker_ctx: Any) -> None:
+        self._started[worker_ctx] = time.perf_counter()
+
+    def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
+        started = self._started.pop(worker_ctx, None)
+        name = worker_ctx.entrypoint.method_name
+        if started is not None:
+            ENTRYPOINT_LATENCY.labels(self.service, name).observe(time.perf_counter() - started)
+        if exc_info is not None:
+            ENTRYPOINT_ERRORS.labels(self.service, name).inc()
+
+
+class RawQueueConsumer(QueueConsumer):
+    """nameko's queue consumer, handing over undecoded messages.
+
+    kombu would otherwise decode JSON itself and loop on a body it cannot decode.
+    """
+
+    def get_consumers(self, consumer_cls: Any, channel: Any) -> Any:
+        for provider in self._providers:
+            consumer = consumer_cls(queues=[provider.queue], on_message=partial(
+                self.handle_message, provider, None), accept=None)
+            consumer.qos(prefetch_count=self.prefetch_count)
+            self._consumers[provider] = consumer
+        return self._consumers.values()
+
+
+class ReliableConsumer(Entrypoint):
+    queue_consumer = RawQueueConsumer()
+
+    def __init__(self, queue_name: str, **kwargs: Any) -> None:
+        self.queue_name = queue_name
+        # The suite declares the topology (appeals topology apply); consumers never do,
+        # so arguments such as the queue type live in one place.
+        self.queue = Queue(queue_name, no_declare=True)
+        self._publisher: ConfirmingPublisher | None = None
+        super().__init__(**kwargs)
+
+    def setup(self) -> None:
+        self.settings = load_settings()
+        self.queue_consumer.register_provider(self)
+
+    def stop(self) -> None:
+        self.queue_consumer.unregister_provider(self)
+        if self._publisher is not None:
+            self._publisher.close()
+
+    @property
+    def publisher(self) -> ConfirmingPublisher:
+        if self._publisher is None:
+            self._publisher = ConfirmingPublisher(self.settings.amqp_uri)
+        return self._publisher
+
+    def handle_message(self, _body: None, message: Any) -> None:
+        props = message.properties
+        headers = dict(message.headers or {})
+        delivery = Delivery(
+            body=message.body if isinstance(message.body, bytes) else message.body.encode(),
+            routing_key=headers.get("x-original-routing-key")
+            or message.delivery_info.get("routing_key", ""),
+            exchange=headers.get("x-original-exchange")
+            or message.delivery_info.get("exchange", ""),
+            message_id=props.get("message_id"),
+            content_type=props.get("content_type") or message.content_type,
+            headers=headers,
+            attempt=int(headers.get("x-attempt", 1)),
+        )
+        try:
+            self.container.spawn_worker(self, (delivery,), {},
+                                        handle_result=partial(self.handle_result, message, delivery))
+        except Exception:  # container being killed: the broker redelivers
+            self.queue_consumer.requeue_message(message)
+
+    def handle_result(self, message: Any, delivery: Delivery, worker_ctx: Any,
+                      result: Any = None, exc_info: Any = None) -> tuple[Any, Any]:
+        if exc_info is None:
+            self.queue_consumer.ack_message(message)
+            return result, exc_info
+        try:
+            self._park(delivery, exc_info)
+        except Exception:
+            log.exception("could not park failing message %s; requeueing it", delivery.message_id)
+            eventlet.sleep(1)  # don't spin on a broker that refuses us
+            self.queue_consumer.requeue_message(message)
+        else:
+            self.queue_consumer.ack_message(message)
+        return result, exc_info
+
+    def _park(self, delivery: Delivery, exc_info: Any) -> None:
+        """Send a failed message to its next retry delay, or to the dead-letter queue."""
+        service = self.container.service_name
+        error = "".join(traceback.format_exception_only(exc_info[0], exc_info[1])).strip()
+        headers = dict(delivery.headers)
+        headers.pop("x-death", None)  # broker bookkeeping from earlier delays
+        headers.update({
+            "x-original-exchange": delivery.exchange,
+            "x-original-routing-key": delivery.routing_key,
+            "x-last-error": error[:2000],
+            "x-failed-queue": self.queue_name,
+            "x-failed-service": service,
+        })
+        if delivery.attempt < MAX_ATTEMPTS:
+            delay = RETRY_DELAYS_SECONDS[delivery.attempt - 1]
+            headers["x-attempt"] = delivery.attempt + 1
+            target = (retry_exchange(delay), self.queue_name)
+            MESSAGES_RETRIED.labels(service, self.queue_name).inc()
+            log.warning("handler for %s failed (attempt %s/%s), retrying in %ss: %s",
+                        self.queue_name, delivery.attempt, MAX_ATTEMPTS, delay, error)
+        else:
+            headers["x-attempts"] = delivery.attempt
+            headers["x-dead-lettered-at"] = datetime.now(UTC).isoformat()
+            headers["x-error-traceback"] = "".join(traceback.format_exception(*exc_info))[-8000:]
+            target = ("", dead_letter_queue(self.queue_name))
+            MESSAGES_DEAD_LETTERED.labels(service, self.queue_name).inc()
+            log.error("handler for %s failed %s times; message %s dead-lettered: %s",
+                      self.queue_name, delivery.attempt, delivery.message_id, error)
+        self.publisher.publish_batch([{
+            "exchange": target[0], "routing_key": target[1], "body": delivery.body,
+            "message_id": delivery.message_id or "", "headers": headers,
+            "content_type": delivery.content_type or "application/octet-stream",
+        }])
+
+
+reliable_consume = ReliableConsumer.decorator

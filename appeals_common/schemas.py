@@ -1,0 +1,249 @@
+"""Marshmallow schemas for every message on the bus (DESIGN §5).
+
+The same schemas validate HTTP, RPC and bus input, so a rule is written once.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import phonenumbers
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
+from stdnum.cn import uscc as uscc_number
+
+from appeals_common.reference import CHANNELS, FOLLOWUP_GRADES, RESPONSE_OUTCOMES, URGENCIES
+
+SCHEMA_VERSION = 1
+MAX_BODY_BYTES = 256 * 1024
+TITLE_MAX = 200
+CONTENT_MAX = 5000
+CODE_RE = r"^[a-z0-9][a-z0-9_-]{0,47}$"  # safe as one routing-key word
+
+
+def validate_uscc(value: str) -> None:
+    """18-character unified social credit code with its GB 32100-2015 check digit."""
+    if not uscc_number.is_valid(value):
+        raise ValidationError("not a valid unified social credit code (GB 32100-2015 check digit)")
+
+
+def validate_cn_phone(value: str) -> None:
+    """A mainland China mobile or landline number."""
+    try:
+        number = phonenumbers.parse(value, "CN")
+    except phonenumbers.NumberParseException:
+        raise ValidationError("not a phone number") from None
+    if number.country_code != 86 or not phonenumbers.is_valid_number(number):
+        raise ValidationError("not a valid mainland China mobile or landline number")
+
+
+class AwareDateTime(fields.AwareDateTime):
+    """ISO 8601 with an explicit offset; naive times are refused, not guessed."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format="iso", **kwargs)
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class EnterpriseSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    uscc = fields.String(required=True, validate=validate_uscc)
+    contact_name = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    contact_phone = fields.String(required=True, validate=validate_cn_phone)
+
+
+class AttachmentSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    url = fields.Url(required=True, schemes={"https"}, validate=validate.Length(max=2000))
+
+
+class AppealFieldsSchema(StrictSchema):
+    """What an appeal says, whatever channel it came in by."""
+
+    channel = fields.String(required=True, validate=validate.OneOf(list(CHANNELS)))
+    enterprise = fields.Nested(EnterpriseSchema, required=True)
+    title = fields.String(required=True, validate=validate.Length(min=1, max=TITLE_MAX))
+    content = fields.String(required=True, validate=validate.Length(min=1, max=CONTENT_MAX))
+    category = fields.String(load_default=None, validate=validate.Length(max=64))
+    industry_chain = fields.String(load_default=None, validate=validate.Length(max=64))
+    urgency = fields.String(load_default="normal", validate=validate.OneOf(list(URGENCIES)))
+    activity_id = fields.String(load_default=None, validate=validate.Length(max=64))
+    attachments = fields.List(
+        fields.Nested(AttachmentSchema), load_default=list, validate=validate.Length(max=20)
+    )
+
+
+class InboundAppealSchema(AppealFieldsSchema):
+    """Body v1 of `appeals.inbound` / `appeal.submit.<source_system>`."""
+
+    schema_version = fields.Integer(required=True, strict=True, validate=validate.Equal(SCHEMA_VERSION, error="unsupported schema_version; supported: 1"))
+    source_system = fields.String(required=True, validate=validate.Regexp(CODE_RE))
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    submitted_at = AwareDateTime(required=True)
+
+    def __init__(self, *, now: datetime | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.now = now
+
+    @validates("submitted_at")
+    def _not_in_future(self, value: datetime, **_: object) -> None:
+        # A little slack for clocks of other systems running ahead.
+        now = self.now or datetime.now(UTC)
+        if (value - now).total_seconds() > 300:
+            raise ValidationError("must not be in the future")
+
+
+class StaffAppealSchema(AppealFieldsSchema):
+    """Registration by bureau staff over HTTP or RPC."""
+
+    external_id = fields.String(load_default=None, validate=validate.Length(min=1, max=128))
+
+
+class ReceiptSchema(Schema):
+    source_system = fields.String(required=True)
+    external_id = fields.String(allow_none=True)
+    message_id = fields.String(allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(["accepted", "duplicate", "rejected"]))
+    appeal_id = fields.String(allow_none=True)
+    reg_no = fields.String(allow_none=True)
+    errors = fields.Dict(keys=fields.String(), values=fields.Raw())
+
+
+# --- department messages on appeals.dispatch / dept.<dept_code> ---------------------------
+
+class DepartmentMessageSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # departments read; the suite adds fields in minor versions
+
+    schema_version = fields.Integer(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(
+        ["assignment", "reply_result", "reminder", "supervision_notice",
+         "key_supervision_order", "reassigned"]))
+    message_id = fields.String(required=True)
+    sent_at = AwareDateTime(required=True)
+    dept_code = fields.String(required=True)
+    reg_no = fields.String(required=True)
+    assignment_id = fields.String(allow_none=True)
+
+
+class UnitsSchema(Schema):
+    lead = fields.String(required=True)
+    co = fields.List(fields.String(), required=True)
+
+
+class AssignmentMessageSchema(DepartmentMessageSchema):
+    appeal_id = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(["lead", "co"]))
+    units = fields.Nested(UnitsSchema, required=True)
+    enterprise = fields.Dict(required=True)
+    title = fields.String(required=True)
+    content = fields.String(required=True)
+    category = fields.String(allow_none=True)
+    industry_chain = fields.String(allow_none=True)
+    urgency = fields.String(required=True)
+    sign_by = AwareDateTime(required=True)
+    respond_by = AwareDateTime(required=True)
+    deadlines_provisional = fields.Boolean(load_default=False)
+
+
+class ReplyResultMessageSchema(DepartmentMessageSchema):
+    action = fields.String(required=True)
+    reply_message_id = fields.String(allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(["accepted", "refused"]))
+    errors = fields.Dict(keys=fields.String(), values=fields.Raw())
+
+
+# --- department replies on appeals.replies / dept.<dept_code>.<action> -------------------
+
+class ReplyBaseSchema(StrictSchema):
+    schema_version = fields.Integer(required=True, strict=True, validate=validate.Equal(SCHEMA_VERSION, error="unsupported schema_version; supported: 1"))
+    assignment_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    reg_no = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    replied_at = AwareDateTime(required=True)
+    operator = fields.String(load_default=None, validate=validate.Length(max=50))
+
+
+class SignReplySchema(ReplyBaseSchema):
+    pass
+
+
+class RespondReplySchema(ReplyBaseSchema):
+    outcome = fields.String(required=True, validate=validate.OneOf(list(RESPONSE_OUTCOMES)))
+    reply = fields.String(required=True, validate=validate.Length(min=1, max=CONTENT_MAX))
+    contacted_at = AwareDateTime(required=True)
+
+
+class ReturnReplySchema(ReplyBaseSchema):
+    reason_code = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    suggested_unit = fields.String(load_default=None, validate=validate.Regexp(CODE_RE))
+
+
+class ExtendReplySchema(ReplyBaseSchema):
+    requested_until = AwareDateTime(required=True)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+REPLY_SCHEMAS: dict[str, type[ReplyBaseSchema]] = {
+    "sign": SignReplySchema,
+    "respond": RespondReplySchema,
+    "return": ReturnReplySchema,
+    "extend": ExtendReplySchema,
+}
+
+
+# --- follow-up (回访), taken by supervision over HTTP/RPC ---------------------------------
+
+class FollowupSchema(StrictSchema):
+    grade = fields.String(required=True, validate=validate.OneOf(list(FOLLOWUP_GRADES)))
+    resolved = fields.Boolean(required=True)
+    comments = fields.String(load_default="", validate=validate.Length(max=2000))
+    contact_attempts = fields.Integer(load_default=1, validate=validate.Range(min=1, max=20))
+
+
+def errors_by_field(err: ValidationError) -> dict[str, list[str]]:
+    """Flatten marshmallow's nested messages to {"enterprise.uscc": ["..."]}."""
+    flat: dict[str, list[str]] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), sub)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            flat.setdefault(prefix or "_schema", []).extend(value)
+        elif isinstance(value, list):
+            for item in value:
+                walk(prefix, item)
+        else:
+            flat.setdefault(prefix or "_schema", []).append(str(value))
+
+    walk("", err.messages)
+    return flat
+
+
+_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def has_control_chars(text: str) -> bool:
+    return bool(_CTRL.search(text))
+
+
+__all__ = [
+    "SCHEMA_VERSION", "MAX_BODY_BYTES", "InboundAppealSchema", "StaffAppealSchema",
+    "ReceiptSchema", "AssignmentMessageSchema", "ReplyResultMessageSchema", "REPLY_SCHEMAS",
+    "FollowupSchema", "errors_by_field", "validate_uscc", "validate_cn_phone",
+    "FOLLOWUP_GRADES", "RESPONSE_OUTCOMES", "validates_schema",
+]

@@ -1,0 +1,86 @@
+"""Settings from the environment: one place, read once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SERVICES = ("intake", "dispatch", "supervision", "reporting")
+DEFAULT_HTTP_PORTS = {"intake": 8001, "dispatch": 8002, "supervision": 8003, "reporting": 8004}
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_uri: str = "amqp://guest:guest@localhost:5672/"
+    # `{service}` is replaced by the service name: each service owns its own database.
+    database_url: str = "sqlite:///" + str(ROOT / "var" / "{service}.db")
+    config_dir: Path = ROOT / "config"
+    jwt_secret: str = "change-me-in-production"
+    reg_no_prefix: str = "WH"
+    timezone: str = "Asia/Shanghai"
+    # When set, services read "now" from this file (ISO 8601): tests move time forward.
+    clock_file: str | None = None
+    http_host: str = "0.0.0.0"
+    http_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_HTTP_PORTS))
+    max_workers: int = 20
+    queue_type: str = "classic"  # "quorum" on a RabbitMQ cluster
+    relay_batch_size: int = 200
+    relay_poll_seconds: float = 1.0
+
+    def database_url_for(self, service: str) -> str:
+        if "{service}" not in self.database_url:
+            raise SettingsError(
+                "APPEALS_DATABASE_URL must contain '{service}' so that each service owns its "
+                f"own database, e.g. postgresql://user@host/appeals_{{service}}; got {self.database_url!r}"
+            )
+        return self.database_url.replace("{service}", service)
+
+    def http_port(self, service: str) -> int:
+        return self.http_ports[service]
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    ports = dict(DEFAULT_HTTP_PORTS)
+    for service in SERVICES:
+        key = f"APPEALS_{service.upper()}_HTTP_PORT"
+        if key in env:
+            ports[service] = _int(env, key)
+    defaults = Settings()
+    queue_type = env.get("APPEALS_QUEUE_TYPE", defaults.queue_type)
+    if queue_type not in ("classic", "quorum"):
+        raise SettingsError(f"APPEALS_QUEUE_TYPE must be 'classic' or 'quorum', got {queue_type!r}")
+    return Settings(
+        amqp_uri=env.get("APPEALS_AMQP_URI", defaults.amqp_uri),
+        database_url=env.get("APPEALS_DATABASE_URL", defaults.database_url),
+        config_dir=Path(env.get("APPEALS_CONFIG_DIR", str(defaults.config_dir))),
+        jwt_secret=env.get("APPEALS_JWT_SECRET", defaults.jwt_secret),
+        reg_no_prefix=env.get("APPEALS_REG_NO_PREFIX", defaults.reg_no_prefix),
+        timezone=env.get("APPEALS_TIMEZONE", defaults.timezone),
+        clock_file=env.get("APPEALS_CLOCK_FILE") or None,
+        http_host=env.get("APPEALS_HTTP_HOST", defaults.http_host),
+        http_ports=ports,
+        max_workers=_int(env, "APPEALS_MAX_WORKERS", defaults.max_workers),
+        queue_type=queue_type,
+        relay_batch_size=_int(env, "APPEALS_RELAY_BATCH_SIZE", defaults.relay_batch_size),
+        relay_poll_seconds=float(env.get("APPEALS_RELAY_POLL_SECONDS", defaults.relay_poll_seconds)),
+    )
+
+
+def _int(env: dict[str, str], key: str, default: int | None = None) -> int:
+    raw = env.get(key)
+    if raw is None:
+        if default is None:
+            raise SettingsError(f"{key} is required")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be an integer, got {raw!r}") from None
