@@ -1,0 +1,65 @@
+"""Bearer tokens with a role (DESIGN §9): signed JWTs every service can verify alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from appeals_common.reference import ROLES
+
+ISSUER = "appeals-suite"
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: str
+    dept_code: str | None = None
+
+    @property
+    def is_bureau(self) -> bool:
+        return self.role in ("bureau_admin", "bureau_staff")
+
+
+def issue_token(secret: str, subject: str, role: str, dept_code: str | None = None,
+                ttl: timedelta = timedelta(days=30)) -> str:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if (role == "department") != bool(dept_code):
+        raise ValueError("a department token needs dept_code, and only a department token")
+    now = datetime.now(UTC)
+    claims = {"sub": subject, "role": role, "iss": ISSUER, "iat": now, "exp": now + ttl}
+    if dept_code:
+        claims["dept"] = dept_code
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def authenticate(authorization: str | None, secret: str) -> Principal:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise AuthError(401, "missing bearer token")
+    token = authorization.removeprefix("Bearer ").strip()
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER,
+                            options={"require": ["sub", "role", "exp"]})
+    except jwt.ExpiredSignatureError:
+        raise AuthError(401, "token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise AuthError(401, f"invalid token: {exc}") from None
+    if claims["role"] not in ROLES:
+        raise AuthError(401, "token has an unknown role")
+    return Principal(subject=claims["sub"], role=claims["role"], dept_code=claims.get("dept"))
+
+
+def require(principal: Principal, *roles: str) -> Principal:
+    if principal.role not in roles:
+        raise AuthError(403, f"role {principal.role} may not do this; needs one of {', '.join(roles)}")
+    return principal

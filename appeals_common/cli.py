@@ -1,0 +1,120 @@
+"""`appeals`: the operator's command line (topology, dead letters, tokens, services)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from appeals_common.settings import SERVICES, load_settings
+
+
+def _topology() -> Any:
+    from appeals_common.registries import load_departments, load_source_systems
+    from appeals_common.topology import build_topology
+
+    settings = load_settings()
+    return build_topology(load_departments(settings.config_dir),
+                          load_source_systems(settings.config_dir), settings.queue_type)
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    from appeals_common.amqp_tools import blocking_channel
+    from appeals_common.topology import apply_topology
+
+    topology = _topology()
+    if args.action == "show":
+        for ex in topology.exchanges:
+            print(f"exchange {ex.name} ({ex.type})")
+        for q in topology.queues:
+            binds = ", ".join(f"{e}:{k}" for e, k in q.bindings)
+            print(f"queue {q.name} {binds}".rstrip())
+        return 0
+    with blocking_channel(load_settings().amqp_uri) as channel:
+        apply_topology(channel, topology)
+    print(f"applied {len(topology.exchanges)} exchanges and {len(topology.queues)} queues")
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from appeals_common import deadletters
+
+    uri = load_settings().amqp_uri
+    topology = _topology()
+    queues = [args.queue] if getattr(args, "queue", None) else topology.dead_letter_queues()
+    if args.action == "list":
+        for queue in queues:
+            for item in deadletters.peek(uri, queue):
+                print(json.dumps(deadletters.summary(item), ensure_ascii=False))
+        return 0
+    if args.action == "show":
+        for queue in queues:
+            for item in deadletters.peek(uri, queue):
+                if item.message_id == args.message_id:
+                    print(json.dumps(deadletters.detail(item), ensure_ascii=False, indent=2))
+                    return 0
+        print(f"no dead letter with message_id {args.message_id}", file=sys.stderr)
+        return 1
+    replayed = 0
+    for queue in queues:
+        replayed += deadletters.replay(uri, queue, message_id=args.message_id)
+    print(f"replayed {replayed} message(s)")
+    return 0 if replayed or not args.message_id else 1
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from appeals_common.auth import issue_token
+
+    print(issue_token(load_settings().jwt_secret, args.subject, args.role, args.dept,
+                      ttl=timedelta(days=args.days)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from appeals_common.runner import run_service
+
+    run_service(args.service)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="appeals", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("topology", help="declare exchanges, queues and bindings")
+    p.add_argument("action", choices=["apply", "show"])
+    p.set_defaults(func=cmd_topology)
+
+    p = sub.add_parser("dead-letters", help="list, show and replay dead-lettered messages")
+    dl = p.add_subparsers(dest="action", required=True)
+    q = dl.add_parser("list")
+    q.add_argument("--queue", help="one dead-letter queue (default: all)")
+    q = dl.add_parser("show")
+    q.add_argument("message_id")
+    q.add_argument("--queue")
+    q = dl.add_parser("replay", help="send dead letters back to the queue they failed in")
+    q.add_argument("--queue")
+    q.add_argument("--message-id", help="only this message (default: all)")
+    p.set_defaults(func=cmd_dead_letters)
+
+    p = sub.add_parser("token", help="issue a bearer token")
+    p.add_argument("--role", required=True,
+                   choices=["bureau_admin", "bureau_staff", "department", "viewer"])
+    p.add_argument("--subject", required=True)
+    p.add_argument("--dept", help="department code, for role department")
+    p.add_argument("--days", type=int, default=30)
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("run", help="run one service in the foreground")
+    p.add_argument("service", choices=SERVICES)
+    p.set_defaults(func=cmd_run)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Start one service: `appeals run intake`.
+
+eventlet must patch the standard library before anything opens a socket, and psycopg2
+must be told to wait cooperatively, or one database call blocks every green thread.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+
+SERVICE_CLASSES = {
+    "intake": "services.intake.service:IntakeService",
+    "dispatch": "services.dispatch.service:DispatchService",
+    "supervision": "services.supervision.service:SupervisionService",
+    "reporting": "services.reporting.service:ReportingService",
+}
+
+
+def run_service(name: str) -> None:
+    import eventlet
+
+    eventlet.monkey_patch()
+    from psycogreen.eventlet import patch_psycopg
+
+    patch_psycopg()
+
+    from nameko.cli.run import run
+
+    from appeals_common.settings import load_settings
+
+    logging.basicConfig(
+        level=os.environ.get("APPEALS_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
+    )
+    settings = load_settings()
+    module_name, class_name = SERVICE_CLASSES[name].split(":")
+    service_cls = getattr(importlib.import_module(module_name), class_name)
+    config = {
+        "AMQP_URI": settings.amqp_uri,
+        "WEB_SERVER_ADDRESS": f"{settings.http_host}:{settings.http_port(name)}",
+        "max_workers": settings.max_workers,
+        "parent_calls_tracked": 10,
+        "serializer": "json",
+    }
+    run([service_cls], config)

@@ -1,0 +1,27 @@
+"""What every service class shares: /metrics and /health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nameko.web.handlers import http
+from sqlalchemy import text
+
+from appeals_common.http import json_response, metrics_response
+
+
+class BaseService:
+    runtime: Any
+
+    @http("GET", "/metrics")
+    def metrics(self, request: Any) -> Any:
+        return metrics_response()
+
+    @http("GET", "/health")
+    def health(self, request: Any) -> Any:
+        try:
+            with self.runtime.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # report, don't raise: this is what probes read
+            return json_response(503, {"status": "down", "database": repr(exc)})
+        return json_response(200, {"status": "ok", "service": self.runtime.service})
