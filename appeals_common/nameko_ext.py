@@ -56,6 +56,10 @@ MESSAGES_DEAD_LETTERED = Counter("appeals_messages_dead_lettered_total",
                                  ["service", "queue"])
 
 
+class Unprocessable(Exception):
+    """A message no retry can fix: it goes straight to the dead-letter queue."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """A message as consumed, before any decoding: handlers decide what is valid."""
@@ -259,7 +263,7 @@ class ReliableConsumer(Entrypoint):
             "x-failed-queue": self.queue_name,
             "x-failed-service": service,
         })
-        if delivery.attempt < MAX_ATTEMPTS:
+        if delivery.attempt < MAX_ATTEMPTS and not issubclass(exc_info[0], Unprocessable):
             delay = RETRY_DELAYS_SECONDS[delivery.attempt - 1]
             headers["x-attempt"] = delivery.attempt + 1
             target = (retry_exchange(delay), self.queue_name)

@@ -46,6 +46,11 @@ def validate_cn_phone(value: str) -> None:
         raise ValidationError("not a valid mainland China mobile or landline number")
 
 
+def schema_version_field() -> fields.Integer:
+    return fields.Integer(required=True, strict=True, validate=validate.Equal(
+        SCHEMA_VERSION, error=f"unsupported schema_version; supported: {SCHEMA_VERSION}"))
+
+
 class AwareDateTime(fields.AwareDateTime):
     """ISO 8601 with an explicit offset; naive times are refused, not guessed."""
 
@@ -89,7 +94,7 @@ class AppealFieldsSchema(StrictSchema):
 class InboundAppealSchema(AppealFieldsSchema):
     """Body v1 of `appeals.inbound` / `appeal.submit.<source_system>`."""
 
-    schema_version = fields.Integer(required=True, strict=True, validate=validate.Equal(SCHEMA_VERSION, error="unsupported schema_version; supported: 1"))
+    schema_version = schema_version_field()
     source_system = fields.String(required=True, validate=validate.Regexp(CODE_RE))
     external_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
     submitted_at = AwareDateTime(required=True)
@@ -169,7 +174,7 @@ class ReplyResultMessageSchema(DepartmentMessageSchema):
 # --- department replies on appeals.replies / dept.<dept_code>.<action> -------------------
 
 class ReplyBaseSchema(StrictSchema):
-    schema_version = fields.Integer(required=True, strict=True, validate=validate.Equal(SCHEMA_VERSION, error="unsupported schema_version; supported: 1"))
+    schema_version = schema_version_field()
     assignment_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     reg_no = fields.String(required=True, validate=validate.Length(min=1, max=32))
     replied_at = AwareDateTime(required=True)

@@ -1,0 +1,54 @@
+"""Dispatch's own tables: its copy of each appeal and the per-unit assignments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from appeals_common.db import reliability_tables
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class DispatchAppeal(Base):
+    __tablename__ = "appeals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    reg_no: Mapped[str] = mapped_column(String(32), unique=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(200))
+    content: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(64))
+    industry_chain: Mapped[str | None] = mapped_column(String(64))
+    urgency: Mapped[str] = mapped_column(String(16))
+    enterprise: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(24))
+    rule: Mapped[str | None] = mapped_column(String(64))
+
+
+class Assignment(Base):
+    __tablename__ = "assignments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appeal_id: Mapped[str] = mapped_column(String(36), index=True)
+    reg_no: Mapped[str] = mapped_column(String(32), index=True)
+    dept_code: Mapped[str] = mapped_column(String(48), index=True)
+    role: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sign_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    return_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    respond_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadlines_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    reply: Mapped[str | None] = mapped_column(Text)
+
+
+OUTBOX, INBOX = reliability_tables(Base.metadata)

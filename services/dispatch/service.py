@@ -1,0 +1,64 @@
+"""Dispatch's entrypoints: new appeals and department replies from the bus; HTTP/RPC views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nameko.extensions import DependencyProvider
+from nameko.rpc import rpc
+from nameko.web.handlers import http
+
+from appeals_common.auth import Principal
+from appeals_common.deadlines import DeadlinePolicy
+from appeals_common.http import api
+from appeals_common.metrics import load_calendar
+from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
+from appeals_common.registries import load_departments, load_routing_rules
+from appeals_common.service_base import BaseService
+from appeals_common.settings import load_settings
+from services.dispatch import usecases
+from services.dispatch.models import Base
+from services.dispatch.routing import Router
+
+
+class DispatchRules(DependencyProvider):
+    """Reference data loaded and checked once at start: a bad file stops the service."""
+
+    def setup(self) -> None:
+        settings = load_settings()
+        departments = load_departments(settings.config_dir)
+        self.context = usecases.DispatchContext(
+            router=Router.from_config(load_routing_rules(settings.config_dir, departments)),
+            calendar=load_calendar(settings.config_dir, settings.timezone),
+            policy=DeadlinePolicy(),
+            departments=set(departments),
+        )
+
+    def get_dependency(self, worker_ctx: Any) -> usecases.DispatchContext:
+        return self.context
+
+
+class DispatchService(BaseService):
+    name = "dispatch"
+    runtime = Runtime("dispatch", Base.metadata)
+    rules = DispatchRules()
+    metrics_dep = Metrics("dispatch")
+
+    @reliable_consume("dispatch.events")
+    def on_event(self, delivery: Delivery) -> None:
+        usecases.on_event(self.runtime, self.rules, delivery)
+
+    @reliable_consume("dispatch.replies")
+    def on_reply(self, delivery: Delivery) -> str:
+        return usecases.on_reply(self.runtime, self.rules, delivery)
+
+    @http("GET", "/assignments")
+    @api("bureau_admin", "bureau_staff", "viewer", "department")
+    def http_assignments(self, request: Any, principal: Principal) -> list[dict]:
+        # A department sees only its own assignments, whatever it asks for.
+        dept = principal.dept_code if principal.role == "department" else request.args.get("dept")
+        return usecases.list_assignments(self.runtime, dept, request.args.get("reg_no"))
+
+    @rpc
+    def assignments(self, reg_no: str) -> list[dict]:
+        return usecases.list_assignments(self.runtime, reg_no=reg_no)

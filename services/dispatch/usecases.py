@@ -1,0 +1,279 @@
+"""Dispatch's service layer: route new appeals, send assignments, take department replies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import select
+
+from appeals_common.calendar import WorkingCalendar
+from appeals_common.db import UnitOfWork
+from appeals_common.deadlines import DeadlinePolicy
+from appeals_common.envelope import Event
+from appeals_common.lifecycle import (
+    IllegalTransition,
+    appeal_state_after,
+    next_appeal_state,
+    next_assignment_state,
+)
+from appeals_common.nameko_ext import Delivery, ServiceRuntime, Unprocessable
+from appeals_common.schemas import REPLY_SCHEMAS, SCHEMA_VERSION, errors_by_field
+from appeals_common.topology import DISPATCH_EXCHANGE
+from services.dispatch.models import Assignment, DispatchAppeal
+from services.dispatch.routing import Router
+
+log = logging.getLogger("appeals.dispatch")
+
+EVENTS_CONSUMER = "dispatch.events"
+REPLIES_CONSUMER = "dispatch.replies"
+
+
+@dataclass
+class DispatchContext:
+    router: Router
+    calendar: WorkingCalendar
+    policy: DeadlinePolicy
+    departments: set[str]
+
+
+def send_to_department(uow: UnitOfWork, dept_code: str, kind: str, reg_no: str,
+                       assignment_id: str | None, body: dict[str, Any]) -> str:
+    message_id = str(uuid.uuid4())
+    uow.send(DISPATCH_EXCHANGE, f"dept.{dept_code}", {
+        "schema_version": SCHEMA_VERSION, "kind": kind, "message_id": message_id,
+        "sent_at": uow.now.isoformat(), "dept_code": dept_code, "reg_no": reg_no,
+        "assignment_id": assignment_id, **body,
+    }, message_id=message_id)
+    return message_id
+
+
+# --- appeals coming in from intake --------------------------------------------------------
+
+def on_event(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) -> None:
+    event = Event.from_json(delivery.body)
+    with runtime.unit_of_work() as uow:
+        if not uow.first_time(EVENTS_CONSUMER, event.event_id):
+            return
+        if event.event_type == "appeal.registered":
+            appeal = _copy_appeal(uow, event)
+            dispatch(uow, ctx, appeal, correlation_id=event.correlation_id)
+        elif event.event_type == "appeal.reopened":
+            _reopen(uow, event)
+        else:
+            appeal = uow.session.get(DispatchAppeal, event.appeal_id)
+            state = appeal_state_after(event.event_type, event.data)
+            if appeal is not None and state:
+                appeal.state = state
+
+
+def _copy_appeal(uow: UnitOfWork, event: Event) -> DispatchAppeal:
+    d = event.data
+    appeal = DispatchAppeal(
+        id=event.appeal_id, reg_no=d["reg_no"], channel=d["channel"], title=d["title"],
+        content=d["content"], category=d.get("category"), industry_chain=d.get("industry_chain"),
+        urgency=d.get("urgency") or "normal",
+        enterprise=json.dumps(d["enterprise"], ensure_ascii=False), state="registered",
+    )
+    uow.session.add(appeal)
+    return appeal
+
+
+def dispatch(uow: UnitOfWork, ctx: DispatchContext, appeal: DispatchAppeal,
+             skip: frozenset[str] = frozenset(), correlation_id: str | None = None) -> None:
+    """Route, create one assignment per unit, tell each unit, record why."""
+    fields = {"title": appeal.title, "content": appeal.content, "category": appeal.category,
+              "industry_chain": appeal.industry_chain, "channel": appeal.channel}
+    decision = ctx.router.route(fields, skip=skip)
+    appeal.state = next_appeal_state(appeal.state, "dispatch")
+    appeal.rule = decision.rule
+    deadlines = ctx.policy.for_assignment(ctx.calendar, uow.now, appeal.urgency)
+    assignments = []
+    for role, dept in [("lead", decision.lead), *[("co", c) for c in decision.co]]:
+        assignment = Assignment(
+            id=str(uuid.uuid4()), appeal_id=appeal.id, reg_no=appeal.reg_no, dept_code=dept,
+            role=role, state="assigned", rule=decision.rule, assigned_at=uow.now,
+            sign_by=deadlines.sign_by, return_by=deadlines.return_by,
+            respond_by=deadlines.respond_by, deadlines_provisional=deadlines.provisional,
+        )
+        uow.session.add(assignment)
+        assignments.append(assignment)
+        send_to_department(uow, dept, "assignment", appeal.reg_no, assignment.id, {
+            "appeal_id": appeal.id, "role": role, "units": decision.units,
+            "enterprise": json.loads(appeal.enterprise), "title": appeal.title,
+            "content": appeal.content, "category": appeal.category,
+            "industry_chain": appeal.industry_chain, "urgency": appeal.urgency,
+            "sign_by": deadlines.sign_by.isoformat(),
+            "respond_by": deadlines.respond_by.isoformat(),
+            "deadlines_provisional": deadlines.provisional,
+        })
+    uow.emit("appeal.dispatched", {
+        "reg_no": appeal.reg_no, "units": decision.units, "rule": decision.rule,
+        "assignments": [_assignment_view(a) for a in assignments],
+        "deadlines_provisional": deadlines.provisional,
+    }, appeal_id=appeal.id, correlation_id=correlation_id)
+
+
+def _assignment_view(a: Assignment) -> dict[str, Any]:
+    return {"assignment_id": a.id, "dept_code": a.dept_code, "role": a.role, "state": a.state,
+            "assigned_at": a.assigned_at.isoformat(), "sign_by": a.sign_by.isoformat(),
+            "return_by": a.return_by.isoformat(), "respond_by": a.respond_by.isoformat()}
+
+
+def _reopen(uow: UnitOfWork, event: Event) -> None:
+    appeal = uow.session.get(DispatchAppeal, event.appeal_id)
+    if appeal is None:
+        raise LookupError(f"reopen for unknown appeal {event.appeal_id}")
+    appeal.state = "reopened"
+    lead = uow.session.scalars(select(Assignment).where(
+        Assignment.appeal_id == appeal.id, Assignment.role == "lead",
+        Assignment.state == "responded")).first()
+    if lead is not None:
+        lead.state = next_assignment_state(lead.state, "reopen")
+
+
+# --- department replies on appeals.replies ------------------------------------------------
+
+class ReplyRefused(Exception):
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(json.dumps(errors, ensure_ascii=False))
+        self.errors = errors
+
+
+def parse_reply_routing_key(routing_key: str) -> tuple[str, str]:
+    parts = routing_key.split(".")
+    if len(parts) != 3 or parts[0] != "dept":
+        raise Unprocessable(f"reply routing key must be dept.<dept_code>.<action>: {routing_key!r}")
+    return parts[1], parts[2]
+
+
+def on_reply(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) -> str:
+    """Apply one department reply, or refuse it; the department gets a reply_result."""
+    dept_code, action = parse_reply_routing_key(delivery.routing_key)
+    if dept_code not in ctx.departments:
+        # Nobody to answer: keep it for an operator instead of acking it away.
+        raise Unprocessable(f"reply from unknown department {dept_code!r}")
+    key = delivery.message_id or "sha256:" + hashlib.sha256(delivery.body).hexdigest()
+    with runtime.unit_of_work() as uow:
+        if not uow.first_time(REPLIES_CONSUMER, key):
+            return "redelivered"
+        body: dict[str, Any] = {}
+        try:
+            body = _parse_reply(delivery, action)
+            # A savepoint: a reply refused half way changes nothing.
+            with uow.session.begin_nested():
+                assignment = _owned_assignment(uow, dept_code, body)
+                mark = len(uow.messages)
+                try:
+                    _apply_reply(uow, assignment, action, body, delivery.message_id)
+                except ReplyRefused:
+                    del uow.messages[mark:]
+                    raise
+        except ReplyRefused as refused:
+            send_to_department(uow, dept_code, "reply_result", str(body.get("reg_no", "")),
+                               body.get("assignment_id"), {
+                                   "action": action, "reply_message_id": delivery.message_id,
+                                   "status": "refused", "errors": refused.errors})
+            return "refused"
+        send_to_department(uow, dept_code, "reply_result", assignment.reg_no, assignment.id, {
+            "action": action, "reply_message_id": delivery.message_id, "status": "accepted",
+            "errors": {}})
+        return "accepted"
+
+
+def _parse_reply(delivery: Delivery, action: str) -> dict[str, Any]:
+    schema_cls = REPLY_SCHEMAS.get(action)
+    if schema_cls is None:
+        raise ReplyRefused({"action": [f"unknown action {action!r}; one of "
+                                       f"{', '.join(REPLY_SCHEMAS)}"]})
+    try:
+        raw = json.loads(delivery.body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReplyRefused({"_body": [f"body is not UTF-8 JSON: {exc}"]}) from None
+    if not isinstance(raw, dict):
+        raise ReplyRefused({"_body": ["body must be a JSON object"]})
+    try:
+        return schema_cls().load(raw)
+    except ValidationError as exc:
+        raise ReplyRefused(errors_by_field(exc)) from None
+
+
+def _owned_assignment(uow: UnitOfWork, dept_code: str, body: dict[str, Any]) -> Assignment:
+    assignment = uow.session.get(Assignment, body["assignment_id"], with_for_update=True)
+    # Another department's assignment is answered like an unknown one: no leak.
+    if assignment is None or assignment.dept_code != dept_code:
+        raise ReplyRefused({"assignment_id": ["no such assignment for this department"]})
+    if assignment.reg_no != body["reg_no"]:
+        raise ReplyRefused({"reg_no": [f"does not match the assignment ({assignment.reg_no})"]})
+    return assignment
+
+
+def _apply_reply(uow: UnitOfWork, a: Assignment, action: str, body: dict[str, Any],
+                 reply_message_id: str | None) -> None:
+    appeal = uow.session.get(DispatchAppeal, a.appeal_id, with_for_update=True)
+    try:
+        if action == "sign":
+            a.state = next_assignment_state(a.state, "sign")
+            a.signed_at = uow.now
+            if a.role == "lead":
+                appeal.state = next_appeal_state(appeal.state, "lead_sign")
+            uow.emit("assignment.signed", {
+                "reg_no": a.reg_no, "assignment_id": a.id, "dept_code": a.dept_code,
+                "role": a.role, "signed_at": uow.now.isoformat(), "sign_by": a.sign_by.isoformat(),
+                "on_time": uow.now <= a.sign_by, "actor": f"dept:{a.dept_code}"},
+                appeal_id=a.appeal_id, correlation_id=reply_message_id)
+        elif action == "respond":
+            a.state = next_assignment_state(a.state, "respond")
+            a.responded_at, a.outcome, a.reply = uow.now, body["outcome"], body["reply"]
+            data = {"reg_no": a.reg_no, "assignment_id": a.id, "dept_code": a.dept_code,
+                    "role": a.role, "outcome": body["outcome"], "reply": body["reply"],
+                    "contacted_at": body["contacted_at"].isoformat(),
+                    "responded_at": uow.now.isoformat(), "respond_by": a.respond_by.isoformat(),
+                    "on_time": uow.now <= a.respond_by, "actor": f"dept:{a.dept_code}"}
+            if a.role == "lead":
+                appeal.state = next_appeal_state(appeal.state, "respond")
+                uow.emit("appeal.responded", data, appeal_id=a.appeal_id,
+                         correlation_id=reply_message_id)
+            else:
+                uow.emit("assignment.contributed", data, appeal_id=a.appeal_id,
+                         correlation_id=reply_message_id)
+        elif action == "return":
+            if uow.now > a.return_by:
+                raise ReplyRefused({"action": [
+                    f"the return window closed at {a.return_by.isoformat()}"]})
+            a.state = next_assignment_state(a.state, "return")
+            uow.emit("assignment.returned", {
+                "reg_no": a.reg_no, "assignment_id": a.id, "dept_code": a.dept_code,
+                "role": a.role, "reason_code": body["reason_code"], "reason": body["reason"],
+                "suggested_unit": body.get("suggested_unit"), "actor": f"dept:{a.dept_code}"},
+                appeal_id=a.appeal_id, correlation_id=reply_message_id)
+        elif action == "extend":
+            if a.state != "signed":
+                raise ReplyRefused({"action": ["only a signed assignment can ask for an extension"]})
+            if body["requested_until"] <= a.respond_by:
+                raise ReplyRefused({"requested_until": [
+                    f"must be after the current deadline {a.respond_by.isoformat()}"]})
+            uow.emit("extension.requested", {
+                "reg_no": a.reg_no, "assignment_id": a.id, "dept_code": a.dept_code,
+                "requested_until": body["requested_until"].isoformat(), "reason": body["reason"],
+                "actor": f"dept:{a.dept_code}"},
+                appeal_id=a.appeal_id, correlation_id=reply_message_id)
+    except IllegalTransition as exc:
+        raise ReplyRefused({"action": [str(exc)]}) from None
+
+
+def list_assignments(runtime: ServiceRuntime, dept_code: str | None = None,
+                     reg_no: str | None = None) -> list[dict[str, Any]]:
+    with runtime.store.read() as session:
+        query = select(Assignment).order_by(Assignment.assigned_at)
+        if dept_code:
+            query = query.where(Assignment.dept_code == dept_code)
+        if reg_no:
+            query = query.where(Assignment.reg_no == reg_no)
+        return [{**_assignment_view(a), "reg_no": a.reg_no, "outcome": a.outcome}
+                for a in session.scalars(query.limit(500))]

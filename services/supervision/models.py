@@ -1,0 +1,47 @@
+"""Supervision's own tables: its view of each appeal's clock and the follow-ups."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from appeals_common.db import reliability_tables
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class SupervisedAppeal(Base):
+    __tablename__ = "appeals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    reg_no: Mapped[str] = mapped_column(String(32), unique=True)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    state_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lead_dept: Mapped[str | None] = mapped_column(String(48))
+    respond_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    followup_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Followup(Base):
+    """回访 records; append-only."""
+
+    __tablename__ = "followups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    appeal_id: Mapped[str] = mapped_column(String(36), index=True)
+    grade: Mapped[str] = mapped_column(String(24))
+    resolved: Mapped[bool] = mapped_column(Boolean)
+    comments: Mapped[str] = mapped_column(Text)
+    contact_attempts: Mapped[int] = mapped_column(Integer)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+OUTBOX, INBOX = reliability_tables(Base.metadata)

@@ -1,0 +1,105 @@
+"""Supervision's service layer: follow the appeal's clocks, take follow-ups, close out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from appeals_common.calendar import WorkingCalendar
+from appeals_common.envelope import Event
+from appeals_common.http import Conflict, NotFound
+from appeals_common.lifecycle import IllegalTransition, appeal_state_after, next_appeal_state
+from appeals_common.nameko_ext import Delivery, ServiceRuntime
+from appeals_common.reference import SATISFIED_GRADES
+from appeals_common.schemas import FollowupSchema
+from services.supervision.models import Followup, SupervisedAppeal
+
+EVENTS_CONSUMER = "supervision.events"
+FOLLOWUP_WORKING_DAYS = 2
+
+
+def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, delivery: Delivery) -> None:
+    event = Event.from_json(delivery.body)
+    if not event.appeal_id:
+        return
+    with runtime.unit_of_work() as uow:
+        if not uow.first_time(EVENTS_CONSUMER, event.event_id):
+            return
+        if event.event_type == "appeal.registered":
+            uow.session.add(SupervisedAppeal(id=event.appeal_id, reg_no=event.data["reg_no"],
+                                             state="registered", state_at=event.occurred_at))
+            return
+        if event.producer == runtime.service:
+            return  # our own changes were applied when we made them
+        appeal = uow.session.get(SupervisedAppeal, event.appeal_id, with_for_update=True)
+        if appeal is None:
+            raise LookupError(f"{event.event_type} for unknown appeal {event.appeal_id}")
+        _apply(appeal, event, calendar)
+
+
+def _apply(appeal: SupervisedAppeal, event: Event, calendar: WorkingCalendar) -> None:
+    data = event.data
+    if event.event_type == "appeal.dispatched":
+        appeal.lead_dept = data["units"]["lead"]
+        appeal.respond_by = datetime.fromisoformat(data["assignments"][0]["respond_by"])
+    elif event.event_type == "appeal.responded":
+        appeal.responded_at = event.occurred_at
+        appeal.outcome = data.get("outcome")
+        appeal.followup_by = calendar.add_working_days(event.occurred_at,
+                                                       FOLLOWUP_WORKING_DAYS).at
+    elif event.event_type == "appeal.resolved_on_spot":
+        appeal.followup_by = calendar.add_working_days(event.occurred_at,
+                                                       FOLLOWUP_WORKING_DAYS).at
+    new_state = appeal_state_after(event.event_type, data)
+    if new_state and event.occurred_at >= appeal.state_at:
+        appeal.state, appeal.state_at = new_state, event.occurred_at
+
+
+def record_followup(runtime: ServiceRuntime, reg_no: str, payload: Any, actor: str) -> dict:
+    """回访: a satisfied grade closes the appeal (销号); an unsatisfied one reopens it (重办)."""
+    data = FollowupSchema().load(payload)
+    with runtime.unit_of_work() as uow:
+        appeal = uow.session.scalars(select(SupervisedAppeal).where(
+            SupervisedAppeal.reg_no == reg_no).with_for_update()).first()
+        if appeal is None:
+            raise NotFound(f"no appeal {reg_no}")
+        satisfied = data["grade"] in SATISFIED_GRADES
+        try:
+            new_state = next_appeal_state(appeal.state, "close" if satisfied else "reopen")
+        except IllegalTransition as exc:
+            raise Conflict(f"follow-up refused: {exc}") from None
+        followup = Followup(appeal_id=appeal.id, grade=data["grade"], resolved=data["resolved"],
+                            comments=data["comments"], contact_attempts=data["contact_attempts"],
+                            recorded_by=actor, recorded_at=uow.now)
+        uow.session.add(followup)
+        uow.emit("followup.recorded", {
+            "reg_no": reg_no, "grade": data["grade"], "satisfied": satisfied,
+            "resolved": data["resolved"], "comments": data["comments"],
+            "contact_attempts": data["contact_attempts"], "actor": actor,
+            "on_time": appeal.followup_by is None or uow.now <= appeal.followup_by},
+            appeal_id=appeal.id)
+        appeal.state, appeal.state_at = new_state, uow.now
+        if satisfied:
+            appeal.closed_at = uow.now
+            uow.emit("appeal.closed", {
+                "reg_no": reg_no, "reason": "satisfied_followup", "actor": actor,
+                "on_time": appeal.respond_by is None or appeal.responded_at is None
+                or appeal.responded_at <= appeal.respond_by}, appeal_id=appeal.id)
+        else:
+            uow.emit("appeal.reopened", {"reg_no": reg_no, "reason": "unsatisfied_followup",
+                                         "grade": data["grade"], "actor": actor},
+                     appeal_id=appeal.id)
+        return {"reg_no": reg_no, "state": new_state, "grade": data["grade"]}
+
+
+def get_clock(runtime: ServiceRuntime, reg_no: str) -> dict | None:
+    with runtime.store.read() as session:
+        appeal = session.scalars(select(SupervisedAppeal).where(
+            SupervisedAppeal.reg_no == reg_no)).first()
+        if appeal is None:
+            return None
+        return {"reg_no": appeal.reg_no, "state": appeal.state, "lead_dept": appeal.lead_dept,
+                "respond_by": appeal.respond_by, "responded_at": appeal.responded_at,
+                "followup_by": appeal.followup_by, "closed_at": appeal.closed_at}
