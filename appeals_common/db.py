@@ -80,9 +80,18 @@ def reliability_tables(metadata: MetaData) -> tuple[Table, Table]:
     return outbox, inbox
 
 
+def normalize_url(url: str) -> str:
+    """Plain postgresql:// means psycopg2 here: with psycogreen it yields to other green
+    threads while waiting on the server (SQLAlchemy 2.1 would otherwise pick psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
 def ensure_database(url: str) -> None:
     """Create a PostgreSQL database if it is missing (SQLite creates files itself)."""
-    parsed = make_url(url)
+    parsed = make_url(normalize_url(url))
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             from pathlib import Path
@@ -104,6 +113,7 @@ def ensure_database(url: str) -> None:
 
 
 def make_engine(url: str, pool_size: int = 20) -> Engine:
+    url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30})

@@ -136,8 +136,11 @@ class Runtime(DependencyProvider):
         failures = 0
         while self._running:
             try:
-                while self._running and self.relay.relay_once() >= self.relay.batch_size:
-                    pass
+                while self._running:
+                    published = self.relay.relay_once()
+                    OUTBOX_PUBLISHED.labels(self.service).inc(published)
+                    if published < self.relay.batch_size:
+                        break
                 OUTBOX_BACKLOG.labels(self.service).set(self.store.outbox_backlog())
                 failures = 0
             except Exception:

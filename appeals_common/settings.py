@@ -22,7 +22,7 @@ class Settings:
     # `{service}` is replaced by the service name: each service owns its own database.
     database_url: str = "sqlite:///" + str(ROOT / "var" / "{service}.db")
     config_dir: Path = ROOT / "config"
-    jwt_secret: str = "change-me-in-production"
+    jwt_secret: str = "insecure-development-secret-set-APPEALS_JWT_SECRET"
     reg_no_prefix: str = "WH"
     timezone: str = "Asia/Shanghai"
     # When set, services read "now" from this file (ISO 8601): tests move time forward.
