@@ -16,7 +16,8 @@ def _topology() -> Any:
 
     settings = load_settings()
     return build_topology(load_departments(settings.config_dir),
-                          load_source_systems(settings.config_dir), settings.queue_type)
+                          load_source_systems(settings.config_dir), settings.queue_type,
+                          settings.retry_delays_ms)
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
@@ -80,6 +81,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from appeals_common.launcher import SuiteProcesses
+
+    cmd_topology(argparse.Namespace(action="apply"))
+    suite = SuiteProcesses(log_dir=Path(args.log_dir))
+    suite.start_all(timeout=args.timeout)
+    settings = load_settings()
+    for service in SERVICES:
+        print(f"{service:12} http://127.0.0.1:{settings.http_port(service)}  "
+              f"(log: {Path(args.log_dir) / (service + '.log')})")
+    print("suite is up; Ctrl-C stops it")
+    return suite.watch()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="appeals", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run one service in the foreground")
     p.add_argument("service", choices=SERVICES)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("up", help="apply the topology and run all four services locally")
+    p.add_argument("--log-dir", default="var/log")
+    p.add_argument("--timeout", type=float, default=90)
+    p.set_defaults(func=cmd_up)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -81,7 +81,7 @@ def reliability_tables(metadata: MetaData) -> tuple[Table, Table]:
 
 
 def normalize_url(url: str) -> str:
-    """Plain postgresql:// means psycopg2 here: with psycogreen it yields to other green
+    """Plain postgresql:// means psycopg2 here: patched by eventlet it yields to other green
     threads while waiting on the server (SQLAlchemy 2.1 would otherwise pick psycopg 3)."""
     parsed = make_url(url)
     if parsed.drivername == "postgresql":

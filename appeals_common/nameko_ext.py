@@ -29,12 +29,7 @@ from appeals_common.clock import Clock, make_clock
 from appeals_common.db import OutboxRelay, Store
 from appeals_common.publisher import ConfirmingPublisher
 from appeals_common.settings import Settings, load_settings
-from appeals_common.topology import (
-    MAX_ATTEMPTS,
-    RETRY_DELAYS_SECONDS,
-    dead_letter_queue,
-    retry_exchange,
-)
+from appeals_common.topology import dead_letter_queue, retry_exchange
 
 log = logging.getLogger("appeals.nameko")
 
@@ -266,13 +261,14 @@ class ReliableConsumer(Entrypoint):
             "x-failed-queue": self.queue_name,
             "x-failed-service": service,
         })
-        if delivery.attempt < MAX_ATTEMPTS and not issubclass(exc_info[0], Unprocessable):
-            delay = RETRY_DELAYS_SECONDS[delivery.attempt - 1]
+        delays = self.settings.retry_delays_ms
+        if delivery.attempt <= len(delays) and not issubclass(exc_info[0], Unprocessable):
+            delay = delays[delivery.attempt - 1]
             headers["x-attempt"] = delivery.attempt + 1
             target = (retry_exchange(delay), self.queue_name)
             MESSAGES_RETRIED.labels(service, self.queue_name).inc()
-            log.warning("handler for %s failed (attempt %s/%s), retrying in %ss: %s",
-                        self.queue_name, delivery.attempt, MAX_ATTEMPTS, delay, error)
+            log.warning("handler for %s failed (attempt %s/%s), retrying in %sms: %s",
+                        self.queue_name, delivery.attempt, len(delays) + 1, delay, error)
         else:
             headers["x-attempts"] = delivery.attempt
             headers["x-dead-lettered-at"] = datetime.now(UTC).isoformat()

@@ -1,11 +1,13 @@
 """Start one service: `appeals run intake`.
 
-eventlet must patch the standard library before anything opens a socket, and psycopg2
-must be told to wait cooperatively, or one database call blocks every green thread.
+eventlet must patch the standard library before anything opens a socket. Its
+monkey_patch() also installs psycopg2's wait callback (psycopg=True): without it one
+database call would block every green thread of the service.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import os
@@ -21,10 +23,7 @@ SERVICE_CLASSES = {
 def run_service(name: str) -> None:
     import eventlet
 
-    eventlet.monkey_patch()
-    from psycogreen.eventlet import patch_psycopg
-
-    patch_psycopg()
+    eventlet.monkey_patch(psycopg=True)
 
     from nameko.cli.run import run
 
@@ -35,6 +34,11 @@ def run_service(name: str) -> None:
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
     )
     settings = load_settings()
+    if os.environ.get("APPEALS_APPLY_TOPOLOGY", "1") == "1":
+        # Every replica can start on an empty broker; declaring is idempotent.
+        from appeals_common.cli import cmd_topology
+
+        cmd_topology(argparse.Namespace(action="apply"))
     module_name, class_name = SERVICE_CLASSES[name].split(":")
     service_cls = getattr(importlib.import_module(module_name), class_name)
     config = {

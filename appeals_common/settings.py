@@ -33,6 +33,8 @@ class Settings:
     queue_type: str = "classic"  # "quorum" on a RabbitMQ cluster
     relay_batch_size: int = 200
     relay_poll_seconds: float = 1.0
+    # Delays before a failing message is tried again; after the last one it is dead-lettered.
+    retry_delays_ms: tuple[int, ...] = (1000, 5000, 30000)
 
     def database_url_for(self, service: str) -> str:
         if "{service}" not in self.database_url:
@@ -57,6 +59,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     queue_type = env.get("APPEALS_QUEUE_TYPE", defaults.queue_type)
     if queue_type not in ("classic", "quorum"):
         raise SettingsError(f"APPEALS_QUEUE_TYPE must be 'classic' or 'quorum', got {queue_type!r}")
+    delays = env.get("APPEALS_RETRY_DELAYS_MS")
+    try:
+        retry_delays = tuple(int(d) for d in delays.split(",")) if delays else defaults.retry_delays_ms
+    except ValueError:
+        raise SettingsError(f"APPEALS_RETRY_DELAYS_MS must be comma-separated integers: {delays!r}") from None
+    if not retry_delays or any(d <= 0 for d in retry_delays):
+        raise SettingsError("APPEALS_RETRY_DELAYS_MS needs at least one positive delay")
     return Settings(
         amqp_uri=env.get("APPEALS_AMQP_URI", defaults.amqp_uri),
         database_url=env.get("APPEALS_DATABASE_URL", defaults.database_url),
@@ -70,6 +79,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         max_workers=_int(env, "APPEALS_MAX_WORKERS", defaults.max_workers),
         queue_type=queue_type,
         relay_batch_size=_int(env, "APPEALS_RELAY_BATCH_SIZE", defaults.relay_batch_size),
+        retry_delays_ms=retry_delays,
         relay_poll_seconds=float(env.get("APPEALS_RELAY_POLL_SECONDS", defaults.relay_poll_seconds)),
     )
 

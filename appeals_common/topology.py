@@ -18,14 +18,13 @@ DISPATCH_EXCHANGE = "appeals.dispatch"
 REPLIES_EXCHANGE = "appeals.replies"
 REJECTED_QUEUE = "appeals.inbound.rejected"
 
-# Retry delays, one delay queue each: a failing message waits here, then the broker
-# dead-letters it back to the queue it came from (its routing key is that queue's name).
-RETRY_DELAYS_SECONDS = (1, 5, 30)
-MAX_ATTEMPTS = len(RETRY_DELAYS_SECONDS) + 1
 
 
-def retry_exchange(delay: int) -> str:
-    return f"appeals.retry.{delay}s"
+def retry_exchange(delay_ms: int) -> str:
+    """A delay queue (and its fanout exchange): a failing message waits here, then the
+    broker dead-letters it back to the queue it came from (its routing key is that
+    queue's name)."""
+    return f"appeals.retry.{delay_ms}ms"
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -85,6 +84,7 @@ def build_topology(
     departments: dict[str, Department],
     source_systems: dict[str, SourceSystem],
     queue_type: str = "classic",
+    retry_delays_ms: tuple[int, ...] = (1000, 5000, 30000),
 ) -> Topology:
     base_args: dict[str, Any] = {"x-queue-type": queue_type}
     exchanges = [
@@ -92,7 +92,7 @@ def build_topology(
         for name in (INBOUND_EXCHANGE, RECEIPTS_EXCHANGE, DISPATCH_EXCHANGE, REPLIES_EXCHANGE,
                      EVENTS_EXCHANGE)
     ]
-    exchanges += [ExchangeSpec(retry_exchange(d), "fanout") for d in RETRY_DELAYS_SECONDS]
+    exchanges += [ExchangeSpec(retry_exchange(d), "fanout") for d in retry_delays_ms]
 
     queues: list[QueueSpec] = []
     for name, bindings in SERVICE_QUEUES.items():
@@ -105,11 +105,11 @@ def build_topology(
     for name in source_systems:
         queues.append(QueueSpec(receipts_queue(name), dict(base_args),
                                 ((RECEIPTS_EXCHANGE, f"receipt.{name}"),)))
-    for delay in RETRY_DELAYS_SECONDS:
+    for delay in retry_delays_ms:
         args = dict(base_args)
         # Expired messages go to the default exchange under their own routing key,
         # which is the name of the queue they failed in.
-        args.update({"x-message-ttl": delay * 1000, "x-dead-letter-exchange": ""})
+        args.update({"x-message-ttl": delay, "x-dead-letter-exchange": ""})
         queues.append(QueueSpec(retry_exchange(delay), args, ((retry_exchange(delay), ""),)))
     return Topology(exchanges, queues)
 
