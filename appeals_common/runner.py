@@ -23,7 +23,7 @@ SERVICE_CLASSES = {
 def run_service(name: str) -> None:
     import eventlet
 
-    eventlet.monkey_patch(psycopg=True)
+    eventlet.monkey_patch()  # everything, psycopg2 included
 
     from nameko.cli.run import run
 
@@ -33,6 +33,7 @@ def run_service(name: str) -> None:
         level=os.environ.get("APPEALS_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("pika").setLevel(logging.WARNING)
     settings = load_settings()
     if os.environ.get("APPEALS_APPLY_TOPOLOGY", "1") == "1":
         # Every replica can start on an empty broker; declaring is idempotent.

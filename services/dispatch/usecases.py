@@ -175,8 +175,9 @@ def on_reply(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
                     del uow.messages[mark:]
                     raise
         except ReplyRefused as refused:
-            send_to_department(uow, dept_code, "reply_result", str(body.get("reg_no", "")),
-                               body.get("assignment_id"), {
+            echo = body or _echo_fields(delivery.body)
+            send_to_department(uow, dept_code, "reply_result", str(echo.get("reg_no") or ""),
+                               echo.get("assignment_id"), {
                                    "action": action, "reply_message_id": delivery.message_id,
                                    "status": "refused", "errors": refused.errors})
             return "refused"
@@ -184,6 +185,18 @@ def on_reply(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
             "action": action, "reply_message_id": delivery.message_id, "status": "accepted",
             "errors": {}})
         return "accepted"
+
+
+def _echo_fields(raw: bytes) -> dict[str, str]:
+    """reg_no and assignment_id from a reply that failed validation, so the department
+    can tell which of its replies was refused."""
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: doc[k][:64] for k in ("reg_no", "assignment_id") if isinstance(doc.get(k), str)}
 
 
 def _parse_reply(delivery: Delivery, action: str) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""The four services as real processes against the test vhost and databases."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appeals_common.launcher import SuiteProcesses
+from appeals_common.settings import SERVICES
+
+pytestmark = pytest.mark.e2e
+
+JWT_SECRET = "e2e-secret-0123456789-0123456789-abcdef"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def suite_env(amqp_uri, databases, tmp_path_factory) -> dict[str, str]:
+    base = databases.url("e2e")  # t<run>_e2e → t<run>_e2e_<service>
+    for service in SERVICES:
+        databases.created.append(base.rsplit("/", 1)[1] + f"_{service}")
+    env = {
+        "APPEALS_AMQP_URI": amqp_uri,
+        "APPEALS_DATABASE_URL": base + "_{service}",
+        "APPEALS_JWT_SECRET": JWT_SECRET,
+        "APPEALS_RETRY_DELAYS_MS": "200,400,800",
+        "APPEALS_RELAY_POLL_SECONDS": "0.5",
+        "APPEALS_LOG_LEVEL": "INFO",
+    }
+    for service in SERVICES:
+        env[f"APPEALS_{service.upper()}_HTTP_PORT"] = str(_free_port())
+    subprocess.run([sys.executable, "-m", "appeals_common.cli", "topology", "apply"],
+                   env={**__import__("os").environ, **env}, check=True, capture_output=True)
+    return env
+
+
+@pytest.fixture(scope="session")
+def suite(suite_env, tmp_path_factory) -> Iterator[SuiteProcesses]:
+    log_dir = Path(tmp_path_factory.mktemp("suite-logs"))
+    procs = SuiteProcesses(env=suite_env, log_dir=log_dir)
+    procs.start_all(timeout=90)
+    yield procs
+    procs.stop_all()
+    for service in SERVICES:
+        text = (log_dir / f"{service}.log").read_text(errors="replace")
+        print(f"--- {service} log tail ---\n{text[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def urls(suite) -> dict[str, str]:
+    return {s: f"http://127.0.0.1:{suite.settings.http_port(s)}" for s in SERVICES}
+
+
+@pytest.fixture(scope="session")
+def token(suite_env):
+    from appeals_common.auth import issue_token
+
+    def make(role: str, dept: str | None = None) -> str:
+        return issue_token(JWT_SECRET, f"e2e-{role}", role, dept)
+
+    return make

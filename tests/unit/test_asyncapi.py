@@ -1,0 +1,735 @@
+"""docs/asyncapi.yaml stays true to the code (DESIGN §5, §6). No broker needed.
+
+Two kinds of checks: the document against the code's own definitions (event types,
+topology, marshmallow schemas, vocabularies), and the document against the messages the
+code really emits - the use cases of intake, dispatch and supervision run on SQLite and
+every message they put in their outboxes is validated against the documented schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from marshmallow import validate
+from sqlalchemy import select
+
+from appeals_common.envelope import EVENT_TYPES, EVENTS_EXCHANGE, EnvelopeSchema
+from appeals_common.reference import (
+    CHANNELS,
+    FOLLOWUP_GRADES,
+    REPLY_ACTIONS,
+    RESPONSE_OUTCOMES,
+    URGENCIES,
+)
+from appeals_common.registries import load_departments, load_source_systems
+from appeals_common.schemas import (
+    CODE_RE,
+    CONTENT_MAX,
+    REPLY_SCHEMAS,
+    SCHEMA_VERSION,
+    TITLE_MAX,
+    AssignmentMessageSchema,
+    DepartmentMessageSchema,
+    InboundAppealSchema,
+    ReceiptSchema,
+    ReplyResultMessageSchema,
+)
+from appeals_common.settings import Settings
+from appeals_common.topology import (
+    DISPATCH_EXCHANGE,
+    INBOUND_EXCHANGE,
+    RECEIPTS_EXCHANGE,
+    REJECTED_QUEUE,
+    REPLIES_EXCHANGE,
+    SERVICE_QUEUES,
+    build_topology,
+    dead_letter_queue,
+    dept_queue,
+    receipts_queue,
+    retry_exchange,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "config"
+DOC_PATH = REPO / "docs" / "asyncapi.yaml"
+DOC: dict[str, Any] = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
+MESSAGES: dict[str, Any] = DOC["components"]["messages"]
+SCHEMAS: dict[str, Any] = DOC["components"]["schemas"]
+
+
+# --- reading the document -------------------------------------------------------------
+
+def resolve(node: Any) -> Any:
+    """Follow local `$ref`s (JSON pointers into this document)."""
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        assert ref.startswith("#/"), f"only local references are used: {ref}"
+        node = DOC
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def merged(schema: Any) -> tuple[dict[str, Any], set[str]]:
+    """Properties and required names of a schema, through `$ref` and `allOf`."""
+    schema = resolve(schema)
+    props: dict[str, Any] = {}
+    required: set[str] = set()
+    for part in schema.get("allOf", []):
+        sub_props, sub_required = merged(part)
+        props.update(sub_props)
+        required |= sub_required
+    props.update(schema.get("properties", {}))
+    required |= set(schema.get("required", []))
+    return props, required
+
+
+def message_payload(message: Any) -> Any:
+    return resolve(resolve(message)["payload"])
+
+
+def channel_messages(channel: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for op in ("publish", "subscribe"):
+        if op in channel:
+            message = channel[op]["message"]
+            found += [resolve(m) for m in message["oneOf"]] if "oneOf" in message else [resolve(message)]
+    return found
+
+
+def amqp_binding(channel: dict[str, Any]) -> dict[str, Any]:
+    return resolve(resolve(channel["bindings"])["amqp"])
+
+
+def enum_of(schema: Any) -> list[Any]:
+    schema = resolve(schema)
+    if "enum" in schema:
+        return schema["enum"]
+    for part in schema.get("allOf", []):
+        values = enum_of(part)
+        if values:
+            return values
+    return []
+
+
+def choices(marshmallow_field: Any) -> list[str]:
+    validators = marshmallow_field.validators
+    return next(list(v.choices) for v in validators if isinstance(v, validate.OneOf))
+
+
+def required_fields(schema: Any) -> set[str]:
+    return {name for name, f in schema.fields.items() if f.required}
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    return {
+        "null": value is None,
+        "string": isinstance(value, str),
+        "boolean": isinstance(value, bool),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "object": isinstance(value, dict),
+        "array": isinstance(value, list),
+    }[kind]
+
+
+def problems(schema: Any, value: Any, where: str = "$", closed: bool = True) -> list[str]:
+    """A small JSON Schema check covering the keywords this document uses.
+
+    `closed`: an object may hold only documented properties (merged across `allOf`),
+    so a field the code adds without documenting it fails the test.
+    """
+    s = resolve(schema)
+    errors: list[str] = []
+    for part in s.get("allOf", []):
+        errors += problems(part, value, where, closed=False)
+    if "oneOf" in s:
+        matching = sum(not problems(part, value, where, closed=False) for part in s["oneOf"])
+        if matching != 1:
+            errors.append(f"{where}: matches {matching} of the oneOf alternatives")
+    if "not" in s and not problems(s["not"], value, where, closed=False):
+        errors.append(f"{where}: matches a schema it must not match")
+    if "const" in s and value != s["const"]:
+        errors.append(f"{where}: {value!r} is not {s['const']!r}")
+    if "enum" in s and value not in s["enum"]:
+        errors.append(f"{where}: {value!r} not in {s['enum']}")
+    if "type" in s:
+        kinds = s["type"] if isinstance(s["type"], list) else [s["type"]]
+        if not any(_is_type(value, k) for k in kinds):
+            return [*errors, f"{where}: {value!r} is not of type {s['type']}"]
+    if isinstance(value, str):
+        if len(value) < s.get("minLength", 0) or len(value) > s.get("maxLength", sys.maxsize):
+            errors.append(f"{where}: length {len(value)} out of bounds")
+        if "pattern" in s and not re.search(s["pattern"], value):
+            errors.append(f"{where}: {value!r} does not match {s['pattern']}")
+        if s.get("format") == "date-time":
+            try:
+                if datetime.fromisoformat(value).tzinfo is None:
+                    errors.append(f"{where}: {value!r} has no UTC offset")
+            except ValueError:
+                errors.append(f"{where}: {value!r} is not an ISO 8601 date-time")
+    if _is_type(value, "number") and not s.get("minimum", -sys.maxsize) <= value <= s.get(
+            "maximum", sys.maxsize):
+        errors.append(f"{where}: {value} out of bounds")
+    if isinstance(value, dict):
+        props, required = merged(s)
+        errors += [f"{where}: missing {name}" for name in sorted(required - set(value))]
+        extra = s.get("additionalProperties")
+        for key, item in value.items():
+            if key in s.get("properties", {}):
+                errors += problems(s["properties"][key], item, f"{where}.{key}")
+            elif isinstance(extra, dict):
+                errors += problems(extra, item, f"{where}.{key}")
+            elif key not in props and (extra is False or (closed and props)):
+                errors.append(f"{where}: undocumented field {key!r}")
+    if isinstance(value, list):
+        if len(value) > s.get("maxItems", sys.maxsize):
+            errors.append(f"{where}: more than {s['maxItems']} items")
+        if "items" in s:
+            for i, item in enumerate(value):
+                errors += problems(s["items"], item, f"{where}[{i}]")
+    return errors
+
+
+def event_messages() -> dict[str, dict[str, Any]]:
+    """Documented messages whose payload is an event envelope, by event type."""
+    envelope = "#/components/schemas/Envelope"
+    found = {}
+    for message in MESSAGES.values():
+        payload = message_payload(message)
+        if any(part.get("$ref") == envelope for part in payload.get("allOf", [])):
+            props, _ = merged(payload)
+            found[props["event_type"]["const"]] = message
+    return found
+
+
+def is_reserved(message: dict[str, Any]) -> bool:
+    return any(tag.get("name") == "reserved" for tag in message.get("tags", []))
+
+
+def department_messages() -> dict[str, dict[str, Any]]:
+    """The messages of the appeals.dispatch channel, by `kind`."""
+    channel = DOC["channels"]["appeals.dispatch/dept.{dept_code}"]
+    by_kind = {}
+    for message in channel_messages(channel):
+        props, _ = merged(message_payload(message))
+        kinds = [props["kind"]["const"]] if "const" in props["kind"] else []
+        by_kind[message["name"]] = message
+        assert not kinds or kinds == [message["name"]], message["name"]
+    return by_kind
+
+
+# --- the document itself -------------------------------------------------------------
+
+def test_document_header() -> None:
+    assert DOC["asyncapi"] == "2.6.0"
+    server = DOC["servers"]["rabbitmq"]
+    assert (server["url"], server["protocol"]) == ("amqp://localhost:5672/", "amqp")
+    assert DOC["defaultContentType"] == "application/json"
+    trait = DOC["components"]["messageTraits"]["persistentJson"]
+    assert trait["contentType"] == "application/json"
+    assert trait["x-amqp-properties"]["delivery_mode"] == 2
+    for name, trait in DOC["components"]["operationTraits"].items():
+        assert trait["bindings"]["amqp"]["deliveryMode"] == 2, name
+
+
+def test_every_local_reference_resolves() -> None:
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                resolve(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(DOC)
+
+
+def test_channel_parameters_match_channel_names() -> None:
+    for name, channel in DOC["channels"].items():
+        assert set(re.findall(r"{(\w+)}", name)) == set(channel.get("parameters", {})), name
+
+
+# --- (1) event types -----------------------------------------------------------------
+
+def test_every_event_type_has_a_message_and_a_channel() -> None:
+    documented = event_messages()
+    assert set(documented) == set(EVENT_TYPES), "EVENT_TYPES and the documented events differ"
+    for event_type in EVENT_TYPES:
+        assert event_type in MESSAGES, f"components/messages/{event_type} is missing"
+        assert MESSAGES[event_type]["name"] == event_type
+        channel = DOC["channels"][f"{EVENTS_EXCHANGE}/{event_type}"]
+        assert [m["name"] for m in channel_messages(channel)] == [event_type]
+        assert amqp_binding(channel)["exchange"]["name"] == EVENTS_EXCHANGE
+
+
+def test_envelope_matches_the_code() -> None:
+    props, required = merged(SCHEMAS["Envelope"])
+    assert set(props) == set(EnvelopeSchema().fields)
+    assert required == required_fields(EnvelopeSchema())
+    assert props["schema_version"]["const"] == SCHEMA_VERSION
+
+
+# --- (2) topology --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def topology():
+    return build_topology(load_departments(CONFIG), load_source_systems(CONFIG))
+
+
+def _documented_exchanges() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for name, channel in DOC["channels"].items():
+        binding = amqp_binding(channel)
+        if binding.get("is", "routingKey") == "routingKey":
+            exchange = binding["exchange"]
+            assert found.get(exchange["name"], exchange) == exchange, name
+            found[exchange["name"]] = exchange
+    return found
+
+
+def _documented_queues() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for channel in DOC["channels"].values():
+        binding = amqp_binding(channel)
+        for queue in binding.get("x-queues", []):
+            found[queue["name"]] = {**queue, "exchange": binding["exchange"]["name"]}
+        if binding.get("is") == "queue":
+            found[binding["queue"]["name"]] = binding["queue"]
+    return found
+
+
+def test_every_exchange_is_documented(topology) -> None:
+    documented = _documented_exchanges()
+    for exchange in topology.exchanges:
+        assert exchange.name in documented, f"exchange {exchange.name} is not documented"
+        assert documented[exchange.name]["type"] == exchange.type, exchange.name
+        assert documented[exchange.name]["durable"] is True
+    assert set(documented) == {e.name for e in topology.exchanges}, "documented exchange not in code"
+
+
+def test_every_queue_and_binding_is_documented(topology) -> None:
+    documented = _documented_queues()
+    by_name = {q.name: q for q in topology.queues}
+    for name, bindings in SERVICE_QUEUES.items():
+        doc = documented[name]
+        keys = doc.get("bindingKeys") or [doc["bindingKey"]]
+        assert sorted((doc["exchange"], k) for k in keys) == sorted(bindings), name
+        assert doc["deadLetterQueue"] == dead_letter_queue(name)
+        assert dead_letter_queue(name) in by_name
+    dlq = DOC["channels"]["{queue}.dlq"]
+    assert enum_of(resolve(dlq["parameters"]["queue"])["schema"]) == list(SERVICE_QUEUES)
+    assert amqp_binding(dlq)["queue"]["name"] == dead_letter_queue("{queue}")
+    assert {q for q in by_name if q.endswith(".dlq")} == {dead_letter_queue(q) for q in SERVICE_QUEUES}
+
+    assert REJECTED_QUEUE in documented and REJECTED_QUEUE in by_name
+    assert documented[dept_queue("{dept_code}")]["exchange"] == DISPATCH_EXCHANGE
+    assert documented[dept_queue("{dept_code}")]["bindingKey"] == "dept.{dept_code}"
+    assert documented[receipts_queue("{source_system}")]["exchange"] == RECEIPTS_EXCHANGE
+    assert documented[receipts_queue("{source_system}")]["bindingKey"] == "receipt.{source_system}"
+    for code in load_departments(CONFIG):
+        assert by_name[dept_queue(code)].bindings == ((DISPATCH_EXCHANGE, f"dept.{code}"),)
+    for source in load_source_systems(CONFIG):
+        assert by_name[receipts_queue(source)].bindings == ((RECEIPTS_EXCHANGE, f"receipt.{source}"),)
+
+
+def test_retry_delay_queues_are_documented(topology) -> None:
+    documented = _documented_queues()
+    delays = Settings().retry_delays_ms
+    for delay in delays:
+        queue = next(q for q in topology.queues if q.name == retry_exchange(delay))
+        doc = documented[queue.name]
+        assert doc["exchange"] == retry_exchange(delay)
+        for key in ("x-message-ttl", "x-dead-letter-exchange"):
+            assert doc["arguments"][key] == queue.arguments[key], (queue.name, key)
+    documented_retry = {n for n in DOC["channels"] if n.startswith("appeals.retry.")}
+    assert documented_retry == {retry_exchange(d) for d in delays}
+
+
+def test_registered_codes_fit_the_routing_key_parameters() -> None:
+    for param, codes in (("dept_code", load_departments(CONFIG)),
+                         ("source_system", load_source_systems(CONFIG))):
+        pattern = resolve(DOC["components"]["parameters"][param]["schema"])["pattern"]
+        assert pattern == CODE_RE
+        for code in codes:
+            assert re.fullmatch(pattern, code), (param, code)
+
+
+# --- (3) inbound appeal --------------------------------------------------------------
+
+def test_inbound_appeal_schema_matches_the_code() -> None:
+    schema = InboundAppealSchema()
+    props, required = merged(SCHEMAS["InboundAppeal"])
+    assert set(props) == set(schema.fields)
+    assert required == required_fields(schema)
+    assert set(resolve(SCHEMAS["InboundAppeal"])["required"]) == required_fields(schema)
+    assert props["title"]["maxLength"] == TITLE_MAX == 200
+    assert props["content"]["maxLength"] == CONTENT_MAX == 5000
+    assert props["schema_version"] == {"$ref": "#/components/schemas/SchemaVersion"}
+    assert SCHEMAS["SchemaVersion"]["const"] == SCHEMA_VERSION
+    assert enum_of(props["urgency"]) == list(URGENCIES) == choices(schema.fields["urgency"])
+    assert resolve(props["submitted_at"]["allOf"][0])["format"] == "date-time"
+    enterprise_props, enterprise_required = merged(props["enterprise"])
+    nested = schema.fields["enterprise"].schema
+    assert set(enterprise_props) == set(nested.fields)
+    assert enterprise_required == required_fields(nested)
+    assert "GB 32100-2015" in resolve(enterprise_props["uscc"])["description"]
+    attachment_props, _ = merged(props["attachments"]["items"])
+    assert set(attachment_props) == set(schema.fields["attachments"].inner.schema.fields)
+    assert attachment_props["url"]["pattern"] == "^https://"
+
+
+# --- (6) channel codes ---------------------------------------------------------------
+
+def test_channel_enum_is_the_reference_list() -> None:
+    props, _ = merged(SCHEMAS["InboundAppeal"])
+    assert set(CHANNELS) <= set(enum_of(props["channel"]))
+    assert enum_of(props["channel"]) == list(CHANNELS)
+
+
+def test_other_vocabularies_match() -> None:
+    assert enum_of(SCHEMAS["RespondReply"]["properties"]["outcome"]) == list(RESPONSE_OUTCOMES)
+    assert enum_of(SCHEMAS["FollowupRecordedData"]["properties"]["grade"]) == list(FOLLOWUP_GRADES)
+    receipt_props, _ = merged(SCHEMAS["Receipt"])
+    assert set(receipt_props) == set(ReceiptSchema().fields)
+    assert enum_of(receipt_props["status"]) == choices(ReceiptSchema().fields["status"])
+
+
+def test_examples_are_accepted_by_the_code() -> None:
+    inbound = MESSAGES["InboundAppeal"]["examples"][0]["payload"]
+    InboundAppealSchema(now=datetime(2025, 3, 4, tzinfo=UTC)).load(inbound)
+    assert not problems(SCHEMAS["InboundAppeal"], inbound)
+    for action in REPLY_SCHEMAS:
+        message = channel_messages(DOC["channels"][f"{REPLIES_EXCHANGE}/dept.{{dept_code}}.{action}"])[0]
+        for example in message["examples"]:
+            REPLY_SCHEMAS[action]().load(example["payload"])
+            assert not problems(message["payload"], example["payload"])
+    for message in MESSAGES.values():
+        for example in message.get("examples", []):
+            assert not problems(message["payload"], example["payload"]), (message["name"], example)
+
+
+# --- (4) replies ---------------------------------------------------------------------
+
+def test_reply_schemas_match_the_code() -> None:
+    assert set(REPLY_SCHEMAS) == set(REPLY_ACTIONS)
+    documented = {n.rsplit(".", 1)[1] for n in DOC["channels"] if n.startswith(f"{REPLIES_EXCHANGE}/")}
+    assert documented == set(REPLY_SCHEMAS)
+    for action, schema_cls in REPLY_SCHEMAS.items():
+        channel = DOC["channels"][f"{REPLIES_EXCHANGE}/dept.{{dept_code}}.{action}"]
+        assert "publish" in channel, action
+        (message,) = channel_messages(channel)
+        props, required = merged(message_payload(message))
+        assert set(props) == set(schema_cls().fields), action
+        assert required == required_fields(schema_cls()), action
+        assert message_payload(message)["additionalProperties"] is False, action
+
+
+# --- (5) department messages ---------------------------------------------------------
+
+def test_department_messages_match_the_code() -> None:
+    by_kind = department_messages()
+    assert list(by_kind) == choices(DepartmentMessageSchema().fields["kind"])
+    common, common_required = merged(SCHEMAS["DepartmentMessageCommon"])
+    assert set(common) == set(DepartmentMessageSchema().fields)
+    assert common_required == required_fields(DepartmentMessageSchema())
+    assert enum_of(common["kind"]) == list(by_kind)
+
+    assignment, _ = merged(message_payload(by_kind["assignment"]))
+    assert set(AssignmentMessageSchema().fields) <= set(assignment)
+    assert assignment["kind"]["const"] == "assignment"
+    assert enum_of(assignment["role"]) == choices(AssignmentMessageSchema().fields["role"])
+    reply_result, _ = merged(message_payload(by_kind["reply_result"]))
+    assert set(ReplyResultMessageSchema().fields) <= set(reply_result)
+    assert enum_of(reply_result["status"]) == choices(ReplyResultMessageSchema().fields["status"])
+    for kind in ("reminder", "supervision_notice", "key_supervision_order", "reassigned"):
+        assert is_reserved(by_kind[kind]), kind
+        props, _ = merged(message_payload(by_kind[kind]))
+        assert set(props) == set(DepartmentMessageSchema().fields), kind
+
+
+# --- what the code really sends ------------------------------------------------------
+
+NOW = datetime(2025, 3, 3, 2, 0, tzinfo=UTC)
+
+
+def _delivery(body: Any, routing_key: str, exchange: str, message_id: str | None = None,
+              content_type: str = "application/json"):
+    from appeals_common.nameko_ext import Delivery
+
+    raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+    return Delivery(body=raw, routing_key=routing_key, exchange=exchange,
+                    message_id=message_id if message_id is not None else str(uuid.uuid4()),
+                    content_type=content_type, headers={}, attempt=1)
+
+
+def _aware_datetimes_on_load(base: Any) -> None:
+    """Test shim: SQLite hands `DateTime(timezone=True)` columns back naive, and the use
+    cases compare them with aware times (TypeError). Read them back as UTC so the flow
+    can run; the storage problem itself is not what this module tests."""
+    from sqlalchemy import event
+    from sqlalchemy import inspect as sa_inspect
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    def fix(target: Any, *_: Any) -> None:
+        for attr in sa_inspect(type(target)).column_attrs:
+            value = target.__dict__.get(attr.key)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                set_committed_value(target, attr.key, value.replace(tzinfo=UTC))
+
+    for mapper in base.registry.mappers:
+        if not event.contains(mapper.class_, "load", fix):
+            event.listen(mapper.class_, "load", fix)
+            event.listen(mapper.class_, "refresh", fix)
+
+
+class _Service:
+    """One service's use cases on SQLite, with its outbox readable."""
+
+    def __init__(self, name: str, base: Any, directory: Path) -> None:
+        metadata = base.metadata
+        _aware_datetimes_on_load(base)
+        from appeals_common.clock import FixedClock
+        from appeals_common.db import Store
+        from appeals_common.nameko_ext import ServiceRuntime
+
+        self.store = Store(f"sqlite:///{directory / name}.db", metadata, producer=name)
+        self.store.create_schema()
+        self.clock = FixedClock(NOW)
+        self.runtime = ServiceRuntime(name, Settings(), self.store, self.clock)
+        self._seen = 0
+
+    def new_messages(self) -> list[dict[str, Any]]:
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(self.store.outbox).where(self.store.outbox.c.id > self._seen)
+                                .order_by(self.store.outbox.c.id)).mappings().all()
+        if rows:
+            self._seen = rows[-1]["id"]
+        return [{**row, "headers": json.loads(row["headers"] or "{}")} for row in rows]
+
+
+def _events(messages: list[dict[str, Any]]) -> list[Any]:
+    return [_delivery(m["body"], m["routing_key"], EVENTS_EXCHANGE, m["message_id"])
+            for m in messages if m["exchange"] == EVENTS_EXCHANGE]
+
+
+@pytest.fixture(scope="module")
+def emitted(tmp_path_factory) -> list[dict[str, Any]]:
+    """Run appeals through intake, dispatch and supervision; every message they send."""
+    from appeals_common.deadlines import DeadlinePolicy
+    from appeals_common.metrics import load_calendar
+    from appeals_common.registries import load_routing_rules
+    from services.dispatch import usecases as dispatch_uc
+    from services.dispatch.models import Base as DispatchBase
+    from services.dispatch.routing import Router
+    from services.intake import usecases as intake_uc
+    from services.intake.models import Base as IntakeBase
+    from services.supervision import usecases as supervision_uc
+    from services.supervision.models import Base as SupervisionBase
+
+    directory = tmp_path_factory.mktemp("asyncapi")
+    intake = _Service("intake", IntakeBase, directory)
+    dispatch = _Service("dispatch", DispatchBase, directory)
+    supervision = _Service("supervision", SupervisionBase, directory)
+    departments = load_departments(CONFIG)
+    sources = set(load_source_systems(CONFIG))
+    calendar = load_calendar(CONFIG, Settings().timezone)
+    ctx = dispatch_uc.DispatchContext(
+        router=Router.from_config(load_routing_rules(CONFIG, departments)), calendar=calendar,
+        policy=DeadlinePolicy(), departments=set(departments))
+    sent: list[dict[str, Any]] = []
+
+    def collect(service: _Service) -> list[dict[str, Any]]:
+        new = service.new_messages()
+        sent.extend(new)
+        return new
+
+    dispatch_keys = {key for _, key in SERVICE_QUEUES["dispatch.events"]}
+
+    def to_others(messages: list[dict[str, Any]]) -> None:
+        """Deliver events as the bindings do (dispatch.events is bound to a few types)."""
+        for event in _events(messages):
+            if event.routing_key in dispatch_keys:
+                dispatch_uc.on_event(dispatch.runtime, ctx, event)
+            supervision_uc.on_event(supervision.runtime, calendar, event)
+
+    example = MESSAGES["InboundAppeal"]["examples"][0]["payload"]
+
+    def submit(external_id: str, title: str, content: str, **extra: Any) -> dict[str, Any]:
+        body = {**example, "external_id": external_id, "title": title, "content": content, **extra}
+        status = intake_uc.handle_inbound(intake.runtime, _delivery(
+            body, f"appeal.submit.{body['source_system']}", INBOUND_EXCHANGE), sources)
+        assert status == "accepted", status
+        to_others(collect(intake))
+        assignments = {}
+        new = collect(dispatch)
+        for m in new:
+            if m["exchange"] == DISPATCH_EXCHANGE:
+                assignment = json.loads(m["body"])
+                assignments[assignment["role"], assignment["dept_code"]] = assignment
+        to_others(new)
+        collect(supervision)
+        return assignments
+
+    def reply(assignment: dict[str, Any], action: str, expect: str = "accepted", **fields: Any) -> None:
+        body = {"schema_version": 1, "assignment_id": assignment["assignment_id"],
+                "reg_no": assignment["reg_no"], "replied_at": NOW.isoformat(), **fields}
+        status = dispatch_uc.on_reply(dispatch.runtime, ctx, _delivery(
+            body, f"dept.{assignment['dept_code']}.{action}", REPLIES_EXCHANGE))
+        assert status == expect, (action, status)
+        to_others(collect(dispatch))
+        collect(supervision)
+
+    # Appeal A: the lead signs and responds; a satisfied follow-up closes it.
+    a = submit("A-1", "留抵退税进度", "申请退税至今未到账。")
+    (lead_a,) = a.values()
+    reply(lead_a, "sign", operator="李四")
+    reply(lead_a, "respond", outcome="solved", reply="已到账。", contacted_at=NOW.isoformat())
+    supervision_uc.record_followup(supervision.runtime, lead_a["reg_no"],
+                                   {"grade": "satisfied", "resolved": True}, "staff:wang")
+    to_others(collect(supervision))
+
+    # Appeal B: lead and co-unit; the co-unit contributes, the lead asks for more time,
+    # responds, and an unsatisfied follow-up reopens it.
+    b = submit("B-1", "施工许可办理", "项目施工许可审批超时。", category=None, attachments=[])
+    lead_b = next(v for (role, _), v in b.items() if role == "lead")
+    co_b = next(v for (role, _), v in b.items() if role == "co")
+    reply(co_b, "sign")
+    reply(co_b, "respond", outcome="explained", reply="已配合说明。", contacted_at=NOW.isoformat())
+    reply(lead_b, "sign")
+    reply(lead_b, "extend", requested_until=(NOW + timedelta(days=40)).isoformat(), reason="会商")
+    reply(lead_b, "respond", outcome="not_solvable", reply="政策不支持。", contacted_at=NOW.isoformat())
+    supervision_uc.record_followup(supervision.runtime, lead_b["reg_no"],
+                                   {"grade": "unsatisfied", "resolved": False}, "staff:wang")
+    to_others(collect(supervision))
+
+    # Appeal C: returned by its lead; then refused replies.
+    c = submit("C-1", "发票领用", "发票领用数量不够。", urgency="urgent")
+    (lead_c,) = c.values()
+    reply(lead_c, "return", reason_code="not_in_scope", reason="不属本单位职责", suggested_unit="scjgj")
+    reply(lead_c, "sign", expect="refused", unexpected="field")
+    status = dispatch_uc.on_reply(dispatch.runtime, ctx, _delivery(
+        b"not json", f"dept.{lead_c['dept_code']}.approve", REPLIES_EXCHANGE))
+    assert status == "refused"
+    collect(dispatch)
+
+    # Intake's other answers: duplicate, conflicting repeat, invalid, unknown source.
+    def inbound(body: Any, routing_key: str, expect: str) -> None:
+        status = intake_uc.handle_inbound(intake.runtime, _delivery(body, routing_key, INBOUND_EXCHANGE),
+                                          sources)
+        assert status == expect
+        collect(intake)
+
+    first = {**example, "external_id": "A-1", "title": "留抵退税进度", "content": "申请退税至今未到账。"}
+    inbound(first, "appeal.submit.hotline_12345", "duplicate")
+    inbound({**first, "title": "changed"}, "appeal.submit.hotline_12345", "rejected")
+    bad_enterprise = {**example["enterprise"], "uscc": "91110000600037341X"}  # wrong check digit
+    bad = {**example, "external_id": "D-1", "enterprise": bad_enterprise}
+    inbound(bad, "appeal.submit.hotline_12345", "rejected")
+    inbound(b"\xff not json", "appeal.submit.hotline_12345", "rejected")
+    inbound({**example, "source_system": "nobody"}, "appeal.submit.nobody", "rejected")
+    return sent
+
+
+def test_emitted_events_match_their_messages(emitted) -> None:
+    documented = event_messages()
+    seen = set()
+    for m in emitted:
+        if m["exchange"] != EVENTS_EXCHANGE:
+            continue
+        body = json.loads(m["body"])
+        event_type = body["event_type"]
+        assert m["routing_key"] == event_type and m["message_id"] == body["event_id"]
+        assert m["content_type"] == "application/json"
+        message = documented[event_type]
+        assert not is_reserved(message), f"{event_type} is emitted but documented as reserved"
+        assert not problems(message["payload"], body), (event_type, problems(message["payload"], body))
+        data_schema = merged(message_payload(message))[0]["data"]
+        data_props, _ = merged(data_schema)
+        assert set(body["data"]) == set(data_props), event_type
+        seen.add(event_type)
+    not_reserved = {t for t, message in documented.items() if not is_reserved(message)}
+    assert seen == not_reserved, "documented as emitted but not emitted (or the reverse)"
+
+
+def test_emitted_department_messages_match(emitted) -> None:
+    by_kind = department_messages()
+    kinds = set()
+    for m in emitted:
+        if m["exchange"] != DISPATCH_EXCHANGE:
+            continue
+        body = json.loads(m["body"])
+        assert m["routing_key"] == f"dept.{body['dept_code']}" and m["message_id"] == body["message_id"]
+        message = by_kind[body["kind"]]
+        assert not is_reserved(message), body["kind"]
+        assert not problems(message["payload"], body), (body["kind"], problems(message["payload"], body))
+        kinds.add((body["kind"], body.get("status")))
+    assert kinds >= {("assignment", None), ("reply_result", "accepted"), ("reply_result", "refused")}
+
+
+def test_emitted_receipts_and_rejected_copies_match(emitted) -> None:
+    statuses = []
+    for m in emitted:
+        if m["exchange"] == RECEIPTS_EXCHANGE:
+            body = json.loads(m["body"])
+            assert m["routing_key"] == f"receipt.{body['source_system']}"
+            assert m["content_type"] == "application/json"
+            assert not problems(MESSAGES["Receipt"]["payload"], body), problems(
+                MESSAGES["Receipt"]["payload"], body)
+            statuses.append(body["status"])
+        elif m["routing_key"] == REJECTED_QUEUE:
+            assert m["exchange"] == ""
+            headers = MESSAGES["RejectedInbound"]["headers"]
+            assert not problems(headers, m["headers"]), problems(headers, m["headers"])
+            assert isinstance(json.loads(m["headers"]["x-errors"]), dict)
+    assert sorted(set(statuses)) == ["accepted", "duplicate", "rejected"]
+    rejected_copies = [m for m in emitted if m["routing_key"] == REJECTED_QUEUE]
+    # Four rejections, one of them from an unregistered source that gets no receipt.
+    assert len(rejected_copies) == 4 and statuses.count("rejected") == 3
+
+
+def test_retry_and_dead_letter_headers_match() -> None:
+    from appeals_common.nameko_ext import ReliableConsumer, Unprocessable
+
+    published: list[dict[str, Any]] = []
+    consumer = ReliableConsumer("dispatch.replies")
+    consumer.container = SimpleNamespace(service_name="dispatch")
+    consumer.settings = Settings()
+    consumer._publisher = SimpleNamespace(publish_batch=published.extend)
+    delays = Settings().retry_delays_ms
+    delivery = _delivery({"x": 1}, "dept.swj.sign", REPLIES_EXCHANGE)
+    for attempt in range(1, len(delays) + 2):
+        delivery = delivery.__class__(**{**delivery.__dict__, "attempt": attempt,
+                                         "headers": published[-1]["headers"] if published else {}})
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            consumer._park(delivery, sys.exc_info())
+    try:
+        raise Unprocessable("no such department")
+    except Unprocessable:
+        consumer._park(_delivery({"x": 2}, "dept.nobody.sign", REPLIES_EXCHANGE), sys.exc_info())
+
+    *retries, dead, unprocessable = published
+    assert [r["exchange"] for r in retries] == [retry_exchange(d) for d in delays]
+    for r in retries:
+        assert r["exchange"] in DOC["channels"] and r["routing_key"] == "dispatch.replies"
+        assert not problems(MESSAGES["ParkedForRetry"]["headers"], r["headers"], closed=False)
+        assert set(r["headers"]) <= set(merged(MESSAGES["ParkedForRetry"]["headers"])[0])
+    for d in (dead, unprocessable):
+        assert (d["exchange"], d["routing_key"]) == ("", dead_letter_queue("dispatch.replies"))
+        headers = MESSAGES["DeadLetter"]["headers"]
+        assert not problems(headers, d["headers"]), problems(headers, d["headers"])
+    assert dead["headers"]["x-attempts"] == len(delays) + 1
+    assert unprocessable["headers"]["x-attempts"] == 1
