@@ -666,6 +666,7 @@ def test_emitted_events_match_their_messages(emitted) -> None:
 def test_emitted_department_messages_match(emitted) -> None:
     by_kind = department_messages()
     kinds = set()
+    refused: list[tuple[bool, bool]] = []
     for m in emitted:
         if m["exchange"] != DISPATCH_EXCHANGE:
             continue
@@ -675,7 +676,11 @@ def test_emitted_department_messages_match(emitted) -> None:
         assert not is_reserved(message), body["kind"]
         assert not problems(message["payload"], body), (body["kind"], problems(message["payload"], body))
         kinds.add((body["kind"], body.get("status")))
+        if body.get("status") == "refused":
+            refused.append((bool(body["reg_no"]), body["assignment_id"] is not None))
     assert kinds >= {("assignment", None), ("reply_result", "accepted"), ("reply_result", "refused")}
+    # A refused reply echoes reg_no/assignment_id when its body has them, else "" and null.
+    assert sorted(set(refused)) == [(False, False), (True, True)]
 
 
 def test_emitted_receipts_and_rejected_copies_match(emitted) -> None:
