@@ -3,63 +3,28 @@ run never sees another's leftovers. Real broker, real database: no mocks."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import shutil
-import subprocess
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from appeals_common.amqp_tools import manage_vhost
+
 RABBIT_HOST = os.environ.get("APPEALS_TEST_RABBIT_HOST", "127.0.0.1")
-RABBIT_MGMT = os.environ.get("APPEALS_TEST_RABBIT_MGMT", f"http://{RABBIT_HOST}:15672")
+RABBIT_MGMT = os.environ.get("APPEALS_TEST_RABBIT_MGMT", f"http://guest:guest@{RABBIT_HOST}:15672")
 PG_BASE = os.environ.get("APPEALS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 RUN_ID = uuid.uuid4().hex[:8]
-
-
-def _mgmt(method: str, path: str, body: dict | None = None) -> None:
-    req = urllib.request.Request(
-        f"{RABBIT_MGMT}/api/{path}", method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"content-type": "application/json",
-                 "authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
-    urllib.request.urlopen(req, timeout=10).read()
-
-
-def _vhost(action: str, name: str) -> None:
-    """Create or delete a vhost: management API if enabled, else rabbitmqctl."""
-    quoted = urllib.parse.quote(name, safe="")
-    try:
-        if action == "add":
-            _mgmt("PUT", f"vhosts/{quoted}")
-            _mgmt("PUT", f"permissions/{quoted}/guest",
-                  {"configure": ".*", "write": ".*", "read": ".*"})
-        else:
-            _mgmt("DELETE", f"vhosts/{quoted}")
-        return
-    except (urllib.error.URLError, OSError):
-        pass
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    if action == "add":
-        subprocess.run([ctl, "add_vhost", name], check=True, capture_output=True)
-        subprocess.run([ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-                       check=True, capture_output=True)
-    else:
-        subprocess.run([ctl, "delete_vhost", name], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="session")
 def amqp_uri() -> Iterator[str]:
     vhost = f"appeals-test-{RUN_ID}"
-    _vhost("add", vhost)
+    manage_vhost("add", vhost, management_url=RABBIT_MGMT)
     yield f"amqp://guest:guest@{RABBIT_HOST}:5672/{urllib.parse.quote(vhost, safe='')}"
-    _vhost("delete", vhost)
+    manage_vhost("delete", vhost, management_url=RABBIT_MGMT)
 
 
 class Databases:

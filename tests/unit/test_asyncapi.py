@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -474,32 +475,36 @@ def _delivery(body: Any, routing_key: str, exchange: str, message_id: str | None
                     content_type=content_type, headers={}, attempt=1)
 
 
-def _aware_datetimes_on_load(base: Any) -> None:
-    """Test shim: SQLite hands `DateTime(timezone=True)` columns back naive, and the use
-    cases compare them with aware times (TypeError). Read them back as UTC so the flow
-    can run; the storage problem itself is not what this module tests."""
-    from sqlalchemy import event
+def _fix_naive(target: Any, *_: Any) -> None:
     from sqlalchemy import inspect as sa_inspect
     from sqlalchemy.orm.attributes import set_committed_value
 
-    def fix(target: Any, *_: Any) -> None:
-        for attr in sa_inspect(type(target)).column_attrs:
-            value = target.__dict__.get(attr.key)
-            if isinstance(value, datetime) and value.tzinfo is None:
-                set_committed_value(target, attr.key, value.replace(tzinfo=UTC))
+    for attr in sa_inspect(type(target)).column_attrs:
+        value = target.__dict__.get(attr.key)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            set_committed_value(target, attr.key, value.replace(tzinfo=UTC))
+
+
+def _aware_datetimes_on_load(base: Any, installed: list[tuple[Any, str]]) -> None:
+    """Test shim: SQLite hands `DateTime(timezone=True)` columns back naive, and the use
+    cases compare them with aware times (TypeError). Read them back as UTC so the flow
+    can run; the storage problem itself is not what this module tests. Removed again
+    when the module's fixture ends, so no other test runs with it."""
+    from sqlalchemy import event
 
     for mapper in base.registry.mappers:
-        if not event.contains(mapper.class_, "load", fix):
-            event.listen(mapper.class_, "load", fix)
-            event.listen(mapper.class_, "refresh", fix)
+        for name in ("load", "refresh"):
+            if not event.contains(mapper.class_, name, _fix_naive):
+                event.listen(mapper.class_, name, _fix_naive)
+                installed.append((mapper.class_, name))
 
 
 class _Service:
     """One service's use cases on SQLite, with its outbox readable."""
 
-    def __init__(self, name: str, base: Any, directory: Path) -> None:
+    def __init__(self, name: str, base: Any, directory: Path, shims: list[tuple[Any, str]]) -> None:
         metadata = base.metadata
-        _aware_datetimes_on_load(base)
+        _aware_datetimes_on_load(base, shims)
         from appeals_common.clock import FixedClock
         from appeals_common.db import Store
         from appeals_common.nameko_ext import ServiceRuntime
@@ -525,8 +530,19 @@ def _events(messages: list[dict[str, Any]]) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def emitted(tmp_path_factory) -> list[dict[str, Any]]:
+def emitted(tmp_path_factory) -> Iterator[list[dict[str, Any]]]:
     """Run appeals through intake, dispatch and supervision; every message they send."""
+    from sqlalchemy import event
+
+    shims: list[tuple[Any, str]] = []
+    try:
+        yield _run_appeals(tmp_path_factory.mktemp("asyncapi"), shims)
+    finally:
+        for cls, name in shims:
+            event.remove(cls, name, _fix_naive)
+
+
+def _run_appeals(directory: Path, shims: list[tuple[Any, str]]) -> list[dict[str, Any]]:
     from appeals_common.deadlines import DeadlinePolicy
     from appeals_common.metrics import load_calendar
     from appeals_common.registries import load_routing_rules
@@ -538,10 +554,9 @@ def emitted(tmp_path_factory) -> list[dict[str, Any]]:
     from services.supervision import usecases as supervision_uc
     from services.supervision.models import Base as SupervisionBase
 
-    directory = tmp_path_factory.mktemp("asyncapi")
-    intake = _Service("intake", IntakeBase, directory)
-    dispatch = _Service("dispatch", DispatchBase, directory)
-    supervision = _Service("supervision", SupervisionBase, directory)
+    intake = _Service("intake", IntakeBase, directory, shims)
+    dispatch = _Service("dispatch", DispatchBase, directory, shims)
+    supervision = _Service("supervision", SupervisionBase, directory, shims)
     departments = load_departments(CONFIG)
     sources = set(load_source_systems(CONFIG))
     calendar = load_calendar(CONFIG, Settings().timezone)

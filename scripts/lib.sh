@@ -1,0 +1,53 @@
+# Shared by scripts/up.sh and scripts/test.sh: a virtualenv from the lock file, and the
+# broker and database started when they are installed but down.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_venv() {  # $1: lock file
+  if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+  fi
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r "$1"
+  .venv/bin/python -m pip install -q --no-deps -e .
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_port() {  # host port seconds
+  for _ in $(seq 1 "$3"); do port_open "$1" "$2" && return 0; sleep 1; done
+  return 1
+}
+
+ensure_rabbitmq() {
+  port_open 127.0.0.1 5672 && return 0
+  if command -v rabbitmq-server >/dev/null || [ -x /usr/sbin/rabbitmq-server ]; then
+    echo "RabbitMQ is installed but not running: starting it (rabbitmq-server -detached)"
+    as_root rabbitmq-server -detached
+    wait_port 127.0.0.1 5672 90 && return 0
+    echo "RabbitMQ did not come up on 127.0.0.1:5672 within 90 s; see /var/log/rabbitmq/" >&2
+    exit 1
+  fi
+  cat >&2 <<'MSG'
+No RabbitMQ reachable at 127.0.0.1:5672 and none installed.
+  Install one:   sudo apt-get install -y rabbitmq-server   (then run this command again)
+  or point the suite at yours:   export APPEALS_AMQP_URI=amqp://user:pass@host:5672/vhost
+MSG
+  exit 1
+}
+
+ensure_postgres() {
+  port_open 127.0.0.1 5432 && return 0
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    echo "PostgreSQL is not installed: installing Debian's postgresql (the tests need it)"
+    as_root apt-get update -q && as_root apt-get install -y -q postgresql
+  fi
+  echo "PostgreSQL is not running: starting it"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  wait_port 127.0.0.1 5432 60 || { echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
+}
