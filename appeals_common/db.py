@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
 
 from appeals_common.envelope import EVENTS_EXCHANGE, Event
 
@@ -46,6 +47,29 @@ JSON_CONTENT_TYPE = "application/json"
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator):
+    """An aware datetime on every database: stored in UTC, read back with tzinfo=UTC.
+
+    SQLite keeps no offset, so without this a stored deadline would come back naive and
+    could not be compared with the aware times the domain uses.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given for a timestamp column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def reliability_tables(metadata: MetaData) -> tuple[Table, Table]:
@@ -60,11 +84,11 @@ def reliability_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("body", LargeBinary, nullable=False),
         Column("headers", Text, nullable=False, default="{}"),
         Column("content_type", String(64), nullable=False, default=JSON_CONTENT_TYPE),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("available_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("available_at", UtcDateTime, nullable=False),
         Column("claimed_by", String(64)),
-        Column("claimed_until", DateTime(timezone=True)),
-        Column("published_at", DateTime(timezone=True)),
+        Column("claimed_until", UtcDateTime),
+        Column("published_at", UtcDateTime),
         Column("attempts", Integer, nullable=False, default=0),
         Column("last_error", Text),
     )
@@ -75,7 +99,7 @@ def reliability_tables(metadata: MetaData) -> tuple[Table, Table]:
         "inbox", metadata,
         Column("consumer", String(64), primary_key=True),
         Column("message_id", String(64), primary_key=True),
-        Column("processed_at", DateTime(timezone=True), nullable=False),
+        Column("processed_at", UtcDateTime, nullable=False),
     )
     return outbox, inbox
 
@@ -128,20 +152,31 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping (a round trip per transaction): a connection that died is discarded
+    # when its error surfaces, and the consumer's retry runs the work again.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 class UnitOfWork:
     """One transaction: domain changes, outgoing messages and the inbox mark together."""
 
     def __init__(self, session: Session, outbox: Table, inbox: Table, producer: str,
-                 now: datetime) -> None:
+                 now: datetime, critical: ExitStack | None = None) -> None:
         self.session = session
+        self._critical = critical
         self._outbox = outbox
         self._inbox = inbox
         self.producer = producer
         self.now = now
         self.messages: list[dict[str, Any]] = []
+
+    def enter_critical_section(self) -> None:
+        """From here to commit, database waits do not yield to other green threads
+        (see appeals_common.green): call it right before taking a hot row lock."""
+        if self._critical is not None and self.session.get_bind().dialect.name == "postgresql":
+            from appeals_common import green
+
+            self._critical.enter_context(green.hold_hub())
 
     def first_time(self, consumer: str, message_id: str) -> bool:
         """Mark a message processed; False when it already was (a redelivery)."""
@@ -200,8 +235,8 @@ class Store:
 
     @contextmanager
     def unit_of_work(self, now: datetime) -> Iterator[UnitOfWork]:
-        with self.sessions() as session, session.begin():
-            uow = UnitOfWork(session, self.outbox, self.inbox, self.producer, now)
+        with ExitStack() as critical, self.sessions() as session, session.begin():
+            uow = UnitOfWork(session, self.outbox, self.inbox, self.producer, now, critical)
             yield uow
             uow.flush_messages()
         if uow.messages:
@@ -247,23 +282,24 @@ class OutboxRelay:
         self.relay_id = uuid.uuid4().hex[:16]
 
     def _claim(self) -> list[dict[str, Any]]:
+        """One statement: lease the oldest pending rows nobody else holds."""
         outbox = self.store.outbox
         now = utcnow()
+        pending = (
+            select(outbox.c.id)
+            .where(outbox.c.published_at.is_(None), outbox.c.available_at <= now,
+                   (outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until < now))
+            .order_by(outbox.c.id).limit(self.batch_size)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
         with self.store.engine.begin() as conn:
-            ids = conn.execute(
-                select(outbox.c.id)
-                .where(outbox.c.published_at.is_(None), outbox.c.available_at <= now,
-                       (outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until < now))
-                .order_by(outbox.c.id).limit(self.batch_size)
-                .with_for_update(skip_locked=True)
-            ).scalars().all()
-            if not ids:
-                return []
-            conn.execute(update(outbox).where(outbox.c.id.in_(ids))
-                         .values(claimed_by=self.relay_id, claimed_until=now + self.lease))
-            rows = conn.execute(select(outbox).where(outbox.c.id.in_(ids))
-                                .order_by(outbox.c.id)).mappings().all()
-        return [dict(r) for r in rows]
+            rows = conn.execute(
+                update(outbox).where(outbox.c.id.in_(pending))
+                .values(claimed_by=self.relay_id, claimed_until=now + self.lease)
+                .returning(*outbox.c)
+            ).mappings().all()
+        return sorted((dict(r) for r in rows), key=lambda r: r["id"])
 
     def relay_once(self) -> int:
         """Publish one batch; returns how many rows were claimed."""

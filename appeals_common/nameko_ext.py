@@ -129,6 +129,7 @@ class Runtime(DependencyProvider):
 
     def _relay_loop(self) -> None:
         failures = 0
+        backlog_read = 0.0
         while self._running:
             try:
                 while self._running:
@@ -136,7 +137,9 @@ class Runtime(DependencyProvider):
                     OUTBOX_PUBLISHED.labels(self.service).inc(published)
                     if published < self.relay.batch_size:
                         break
-                OUTBOX_BACKLOG.labels(self.service).set(self.store.outbox_backlog())
+                if time.monotonic() - backlog_read > 5:  # a count per pass would cost a query each
+                    OUTBOX_BACKLOG.labels(self.service).set(self.store.outbox_backlog())
+                    backlog_read = time.monotonic()
                 failures = 0
             except Exception:
                 failures += 1

@@ -24,6 +24,9 @@ def run_service(name: str) -> None:
     import eventlet
 
     eventlet.monkey_patch()  # everything, psycopg2 included
+    from appeals_common import green
+
+    green.install()  # psycopg2's wait callback, with a critical-section escape hatch
 
     from nameko.cli.run import run
 

@@ -63,9 +63,18 @@ class StrictSchema(Schema):
         unknown = RAISE
 
 
+class UsccField(fields.String):
+    """Stored in its standard form: 18 characters, upper case, no spaces or hyphens."""
+
+    def _deserialize(self, value, attr, data, **kwargs):  # type: ignore[override]
+        text = super()._deserialize(value, attr, data, **kwargs)
+        validate_uscc(text)
+        return uscc_number.compact(text)
+
+
 class EnterpriseSchema(StrictSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    uscc = fields.String(required=True, validate=validate_uscc)
+    uscc = UsccField(required=True)
     contact_name = fields.String(required=True, validate=validate.Length(min=1, max=50))
     contact_phone = fields.String(required=True, validate=validate_cn_phone)
 
@@ -160,6 +169,7 @@ class AssignmentMessageSchema(DepartmentMessageSchema):
     industry_chain = fields.String(allow_none=True)
     urgency = fields.String(required=True)
     sign_by = AwareDateTime(required=True)
+    return_by = AwareDateTime(required=True)
     respond_by = AwareDateTime(required=True)
     deadlines_provisional = fields.Boolean(load_default=False)
 

@@ -42,7 +42,12 @@ def receipts_queue(source_system: str) -> str:
 # The queues the services consume, with their bindings. Each gets a dead-letter queue.
 SERVICE_QUEUES: dict[str, list[tuple[str, str]]] = {
     "intake.inbound": [(INBOUND_EXCHANGE, "appeal.submit.*")],
-    "intake.events": [(EVENTS_EXCHANGE, "#")],
+    # Intake keeps the register's state and timeline from the other services' events;
+    # its own it applies as it makes them.
+    "intake.events": [(EVENTS_EXCHANGE, key) for key in (
+        "appeal.dispatched", "assignment.*", "extension.*", "appeal.responded",
+        "appeal.reminded", "appeal.overdue", "appeal.supervised", "supervision_order.*",
+        "followup.*", "appeal.reopened", "appeal.closed", "class_problem.*")],
     "dispatch.events": [
         (EVENTS_EXCHANGE, "appeal.registered"),
         (EVENTS_EXCHANGE, "appeal.reclassified"),

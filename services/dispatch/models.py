@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, MetaData, String, Text
+from sqlalchemy import Boolean, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from appeals_common.db import reliability_tables
+from appeals_common.db import UtcDateTime, reliability_tables
 
 
 class Base(DeclarativeBase):
@@ -40,13 +40,13 @@ class Assignment(Base):
     role: Mapped[str] = mapped_column(String(8))
     state: Mapped[str] = mapped_column(String(16), index=True)
     rule: Mapped[str] = mapped_column(String(64))
-    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    sign_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    return_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    respond_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sign_by: Mapped[datetime] = mapped_column(UtcDateTime)
+    return_by: Mapped[datetime] = mapped_column(UtcDateTime)
+    respond_by: Mapped[datetime] = mapped_column(UtcDateTime)
     deadlines_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
-    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    signed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     outcome: Mapped[str | None] = mapped_column(String(24))
     reply: Mapped[str | None] = mapped_column(Text)
 

@@ -109,6 +109,7 @@ def dispatch(uow: UnitOfWork, ctx: DispatchContext, appeal: DispatchAppeal,
             "content": appeal.content, "category": appeal.category,
             "industry_chain": appeal.industry_chain, "urgency": appeal.urgency,
             "sign_by": deadlines.sign_by.isoformat(),
+            "return_by": deadlines.return_by.isoformat(),
             "respond_by": deadlines.respond_by.isoformat(),
             "deadlines_provisional": deadlines.provisional,
         })

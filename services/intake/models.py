@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from appeals_common.db import reliability_tables
+from appeals_common.db import UtcDateTime, reliability_tables
 
 
 class Base(DeclarativeBase):
@@ -35,13 +35,13 @@ class Appeal(Base):
     urgency: Mapped[str] = mapped_column(String(16))
     activity_id: Mapped[str | None] = mapped_column(String(64))
     attachments: Mapped[str] = mapped_column(Text, default="[]")
-    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    submitted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     registered_by: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(24), index=True)
     # occurred_at of the event that set `state`: events from several services may
     # arrive out of order, the latest one wins.
-    state_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state_at: Mapped[datetime] = mapped_column(UtcDateTime)
     units: Mapped[str] = mapped_column(Text, default="[]")
 
 
@@ -54,7 +54,7 @@ class TimelineEntry(Base):
     appeal_id: Mapped[str] = mapped_column(String(36), index=True)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
     event_type: Mapped[str] = mapped_column(String(64))
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     producer: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="{}")

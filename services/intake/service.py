@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 from nameko.web.handlers import http
 
@@ -12,6 +13,7 @@ from appeals_common.http import NotFound, api, read_json
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
 from appeals_common.registries import load_source_systems
 from appeals_common.service_base import BaseService
+from appeals_common.settings import load_settings
 from services.intake import usecases
 from services.intake.models import Base
 
@@ -19,17 +21,25 @@ STAFF_ROLES = ("bureau_admin", "bureau_staff")
 READ_ROLES = (*STAFF_ROLES, "viewer", "department")
 
 
+class SourceSystems(DependencyProvider):
+    """The source-system registry, read and checked once at start."""
+
+    def setup(self) -> None:
+        self.names = frozenset(load_source_systems(load_settings().config_dir))
+
+    def get_dependency(self, worker_ctx: Any) -> frozenset[str]:
+        return self.names
+
+
 class IntakeService(BaseService):
     name = "intake"
     runtime = Runtime("intake", Base.metadata)
     metrics_dep = Metrics("intake")
-
-    def _sources(self) -> set[str]:
-        return set(load_source_systems(self.runtime.settings.config_dir))
+    sources = SourceSystems()
 
     @reliable_consume("intake.inbound")
     def on_inbound(self, delivery: Delivery) -> str:
-        return usecases.handle_inbound(self.runtime, delivery, self._sources())
+        return usecases.handle_inbound(self.runtime, delivery, self.sources)
 
     @reliable_consume("intake.events")
     def on_event(self, delivery: Delivery) -> None:

@@ -52,6 +52,8 @@ class Registration:
 def allocate_reg_no(uow: UnitOfWork, prefix: str, year: int) -> str:
     """Next number of the year, in the registering transaction: a rollback frees it,
     so numbers have no gaps; the row lock serialises concurrent replicas."""
+    # Everything else is done before this: the counter row stays locked until commit.
+    uow.enter_critical_section()
     if uow.session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -135,7 +137,7 @@ def _add_timeline(uow: UnitOfWork, event: Event, *, actor: str | None,
 
 # --- the bus: appeals.inbound -------------------------------------------------------------
 
-def handle_inbound(runtime: ServiceRuntime, delivery: Delivery, known_sources: set[str]) -> str:
+def handle_inbound(runtime: ServiceRuntime, delivery: Delivery, known_sources: frozenset[str]) -> str:
     """Register one inbound message, or reject it; every message gets one receipt.
 
     Returns the receipt status (or "redelivered" for a message already handled).
@@ -159,8 +161,7 @@ def handle_inbound(runtime: ServiceRuntime, delivery: Delivery, known_sources: s
                             conflict.appeal.reg_no)
                 _reject(uow, delivery, rk_source, known_sources, external_id,
                         {"external_id": [f"already used for {conflict.appeal.reg_no} with "
-                                         "different content"]},
-                        reg_no=conflict.appeal.reg_no)
+                                         "different content"]})
                 return "rejected"
             status = "duplicate" if result.duplicate else "accepted"
             _receipt(uow, rk_source, external_id, delivery.message_id, status,
@@ -174,7 +175,7 @@ def handle_inbound(runtime: ServiceRuntime, delivery: Delivery, known_sources: s
 
 
 def _validate_inbound(runtime: ServiceRuntime, delivery: Delivery, rk_source: str | None,
-                      known_sources: set[str]) -> tuple[dict[str, Any], dict[str, list[str]], Any]:
+                      known_sources: frozenset[str]) -> tuple[dict[str, Any], dict[str, list[str]], Any]:
     errors: dict[str, list[str]] = {}
     if rk_source is None:
         errors["routing_key"] = [f"must be appeal.submit.<source_system>, got {delivery.routing_key!r}"]
@@ -223,12 +224,12 @@ def _receipt(uow: UnitOfWork, source: str, external_id: str | None, message_id: 
     uow.send(RECEIPTS_EXCHANGE, f"receipt.{source}", body)
 
 
-def _reject(uow: UnitOfWork, delivery: Delivery, rk_source: str | None, known_sources: set[str],
-            external_id: str | None, errors: dict[str, list[str]], reg_no: str | None = None) -> None:
+def _reject(uow: UnitOfWork, delivery: Delivery, rk_source: str | None,
+            known_sources: frozenset[str], external_id: str | None,
+            errors: dict[str, list[str]]) -> None:
     # Only a registered source has a receipts queue; an unknown one gets its message kept.
     if rk_source in known_sources:
-        _receipt(uow, rk_source, external_id, delivery.message_id, "rejected", errors=errors,
-                 reg_no=reg_no)
+        _receipt(uow, rk_source, external_id, delivery.message_id, "rejected", errors=errors)
     uow.send("", REJECTED_QUEUE, delivery.body, content_type=delivery.content_type or
              "application/octet-stream", headers={
                  "x-original-routing-key": delivery.routing_key,

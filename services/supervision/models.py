@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Integer, MetaData, String, Text
+from sqlalchemy import Boolean, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from appeals_common.db import reliability_tables
+from appeals_common.db import UtcDateTime, reliability_tables
 
 
 class Base(DeclarativeBase):
@@ -20,13 +20,13 @@ class SupervisedAppeal(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     reg_no: Mapped[str] = mapped_column(String(32), unique=True)
     state: Mapped[str] = mapped_column(String(24), index=True)
-    state_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state_at: Mapped[datetime] = mapped_column(UtcDateTime)
     lead_dept: Mapped[str | None] = mapped_column(String(48))
-    respond_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    respond_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     outcome: Mapped[str | None] = mapped_column(String(24))
-    followup_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    followup_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Followup(Base):
@@ -41,7 +41,7 @@ class Followup(Base):
     comments: Mapped[str] = mapped_column(Text)
     contact_attempts: Mapped[int] = mapped_column(Integer)
     recorded_by: Mapped[str] = mapped_column(String(64))
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 OUTBOX, INBOX = reliability_tables(Base.metadata)

@@ -12,7 +12,6 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +22,7 @@ import yaml
 from marshmallow import validate
 from sqlalchemy import select
 
+from appeals_common.deadlines import DeadlinePolicy
 from appeals_common.envelope import EVENT_TYPES, EVENTS_EXCHANGE, EnvelopeSchema
 from appeals_common.reference import (
     CHANNELS,
@@ -65,6 +65,8 @@ DOC_PATH = REPO / "docs" / "asyncapi.yaml"
 DOC: dict[str, Any] = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
 MESSAGES: dict[str, Any] = DOC["components"]["messages"]
 SCHEMAS: dict[str, Any] = DOC["components"]["schemas"]
+USCC_LOOSE = "9111 0000-6000 3734 1l"  # the loose input shown in the Uscc description
+USCC_COMPACT = "91110000600037341L"
 
 
 # --- reading the document -------------------------------------------------------------
@@ -229,6 +231,24 @@ def department_messages() -> dict[str, dict[str, Any]]:
     return by_kind
 
 
+def topic_matches(binding_key: str, routing_key: str) -> bool:
+    """AMQP topic matching: `*` is exactly one word, `#` zero or more."""
+    def match(b: list[str], r: list[str]) -> bool:
+        if not b:
+            return not r
+        if b[0] == "#":
+            return any(match(b[1:], r[i:]) for i in range(len(r) + 1))
+        return bool(r) and b[0] in ("*", r[0]) and match(b[1:], r[1:])
+
+    return match(binding_key.split("."), routing_key.split("."))
+
+
+def bound_queues(exchange: str, routing_key: str) -> list[str]:
+    """The service queues a message with this routing key reaches (SERVICE_QUEUES)."""
+    return [queue for queue, bindings in SERVICE_QUEUES.items()
+            if any(e == exchange and topic_matches(k, routing_key) for e, k in bindings)]
+
+
 # --- the document itself -------------------------------------------------------------
 
 def test_document_header() -> None:
@@ -345,6 +365,22 @@ def test_every_queue_and_binding_is_documented(topology) -> None:
         assert by_name[receipts_queue(source)].bindings == ((RECEIPTS_EXCHANGE, f"receipt.{source}"),)
 
 
+def test_event_subscribers_are_the_bound_queues() -> None:
+    assert topic_matches("assignment.*", "assignment.signed")
+    assert not topic_matches("assignment.*", "appeal.registered")
+    assert topic_matches("#", "appeal.registered")
+    for event_type in EVENT_TYPES:
+        channel = DOC["channels"][f"{EVENTS_EXCHANGE}/{event_type}"]
+        bound = bound_queues(EVENTS_EXCHANGE, event_type)
+        assert sorted(channel["x-subscribers"]) == sorted(bound), event_type
+    # Intake applies its own events as it makes them; intake.events gets only the others'.
+    for event_type, message in event_messages().items():
+        producer = merged(message_payload(message))[0]["producer"]
+        if producer.get("const") == "intake" or "intake" in DOC["channels"][
+                f"{EVENTS_EXCHANGE}/{event_type}"]["x-publishers"]:
+            assert "intake.events" not in bound_queues(EVENTS_EXCHANGE, event_type), event_type
+
+
 def test_retry_delay_queues_are_documented(topology) -> None:
     documented = _documented_queues()
     delays = Settings().retry_delays_ms
@@ -385,7 +421,15 @@ def test_inbound_appeal_schema_matches_the_code() -> None:
     nested = schema.fields["enterprise"].schema
     assert set(enterprise_props) == set(nested.fields)
     assert enterprise_required == required_fields(nested)
-    assert "GB 32100-2015" in resolve(enterprise_props["uscc"])["description"]
+    uscc = resolve(enterprise_props["uscc"])
+    assert "GB 32100-2015" in uscc["description"]
+    # Input may carry spaces/hyphens/lowercase; UsccField stores the compact form.
+    assert f"`{USCC_LOOSE}`" in uscc["description"] and "compact form" in uscc["description"]
+    example = MESSAGES["InboundAppeal"]["examples"][0]["payload"]
+    loaded = InboundAppealSchema(now=datetime(2025, 3, 4, tzinfo=UTC)).load(
+        {**example, "enterprise": {**example["enterprise"], "uscc": USCC_LOOSE}})
+    assert loaded["enterprise"]["uscc"] == USCC_COMPACT == example["enterprise"]["uscc"]
+    assert re.fullmatch(uscc["pattern"], USCC_COMPACT) and not re.fullmatch(uscc["pattern"], USCC_LOOSE)
     attachment_props, _ = merged(props["attachments"]["items"])
     assert set(attachment_props) == set(schema.fields["attachments"].inner.schema.fields)
     assert attachment_props["url"]["pattern"] == "^https://"
@@ -447,8 +491,21 @@ def test_department_messages_match_the_code() -> None:
     assert common_required == required_fields(DepartmentMessageSchema())
     assert enum_of(common["kind"]) == list(by_kind)
 
-    assignment, _ = merged(message_payload(by_kind["assignment"]))
+    assignment, assignment_required = merged(message_payload(by_kind["assignment"]))
     assert set(AssignmentMessageSchema().fields) <= set(assignment)
+    assert required_fields(AssignmentMessageSchema()) <= assignment_required
+    assert {"sign_by", "return_by", "respond_by"} <= assignment_required
+    assert f"{DeadlinePolicy().return_working_days} working days" in assignment["return_by"]["description"]
+    # The example's deadlines are what the policy and calendar give for its sent_at.
+    from appeals_common.metrics import load_calendar
+
+    example = by_kind["assignment"]["examples"][0]["payload"]
+    deadlines = DeadlinePolicy().for_assignment(
+        load_calendar(CONFIG, Settings().timezone), datetime.fromisoformat(example["sent_at"]),
+        example["urgency"])
+    for name in ("sign_by", "return_by", "respond_by"):
+        assert datetime.fromisoformat(example[name]) == getattr(deadlines, name), name
+    assert example["deadlines_provisional"] == deadlines.provisional
     assert assignment["kind"]["const"] == "assignment"
     assert enum_of(assignment["role"]) == choices(AssignmentMessageSchema().fields["role"])
     reply_result, _ = merged(message_payload(by_kind["reply_result"]))
@@ -475,36 +532,11 @@ def _delivery(body: Any, routing_key: str, exchange: str, message_id: str | None
                     content_type=content_type, headers={}, attempt=1)
 
 
-def _fix_naive(target: Any, *_: Any) -> None:
-    from sqlalchemy import inspect as sa_inspect
-    from sqlalchemy.orm.attributes import set_committed_value
-
-    for attr in sa_inspect(type(target)).column_attrs:
-        value = target.__dict__.get(attr.key)
-        if isinstance(value, datetime) and value.tzinfo is None:
-            set_committed_value(target, attr.key, value.replace(tzinfo=UTC))
-
-
-def _aware_datetimes_on_load(base: Any, installed: list[tuple[Any, str]]) -> None:
-    """Test shim: SQLite hands `DateTime(timezone=True)` columns back naive, and the use
-    cases compare them with aware times (TypeError). Read them back as UTC so the flow
-    can run; the storage problem itself is not what this module tests. Removed again
-    when the module's fixture ends, so no other test runs with it."""
-    from sqlalchemy import event
-
-    for mapper in base.registry.mappers:
-        for name in ("load", "refresh"):
-            if not event.contains(mapper.class_, name, _fix_naive):
-                event.listen(mapper.class_, name, _fix_naive)
-                installed.append((mapper.class_, name))
-
-
 class _Service:
     """One service's use cases on SQLite, with its outbox readable."""
 
-    def __init__(self, name: str, base: Any, directory: Path, shims: list[tuple[Any, str]]) -> None:
+    def __init__(self, name: str, base: Any, directory: Path) -> None:
         metadata = base.metadata
-        _aware_datetimes_on_load(base, shims)
         from appeals_common.clock import FixedClock
         from appeals_common.db import Store
         from appeals_common.nameko_ext import ServiceRuntime
@@ -530,20 +562,15 @@ def _events(messages: list[dict[str, Any]]) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def emitted(tmp_path_factory) -> Iterator[list[dict[str, Any]]]:
-    """Run appeals through intake, dispatch and supervision; every message they send."""
-    from sqlalchemy import event
+def emitted(tmp_path_factory) -> list[dict[str, Any]]:
+    """Run appeals through intake, dispatch and supervision; every message they send.
 
-    shims: list[tuple[Any, str]] = []
-    try:
-        yield _run_appeals(tmp_path_factory.mktemp("asyncapi"), shims)
-    finally:
-        for cls, name in shims:
-            event.remove(cls, name, _fix_naive)
+    Timestamps make the real round trip through SQLite (`appeals_common.db.UtcDateTime`):
+    deadlines stored at assignment are read back aware and compared with aware times."""
+    return _run_appeals(tmp_path_factory.mktemp("asyncapi"))
 
 
-def _run_appeals(directory: Path, shims: list[tuple[Any, str]]) -> list[dict[str, Any]]:
-    from appeals_common.deadlines import DeadlinePolicy
+def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     from appeals_common.metrics import load_calendar
     from appeals_common.registries import load_routing_rules
     from services.dispatch import usecases as dispatch_uc
@@ -554,9 +581,9 @@ def _run_appeals(directory: Path, shims: list[tuple[Any, str]]) -> list[dict[str
     from services.supervision import usecases as supervision_uc
     from services.supervision.models import Base as SupervisionBase
 
-    intake = _Service("intake", IntakeBase, directory, shims)
-    dispatch = _Service("dispatch", DispatchBase, directory, shims)
-    supervision = _Service("supervision", SupervisionBase, directory, shims)
+    intake = _Service("intake", IntakeBase, directory)
+    dispatch = _Service("dispatch", DispatchBase, directory)
+    supervision = _Service("supervision", SupervisionBase, directory)
     departments = load_departments(CONFIG)
     sources = set(load_source_systems(CONFIG))
     calendar = load_calendar(CONFIG, Settings().timezone)
@@ -570,14 +597,16 @@ def _run_appeals(directory: Path, shims: list[tuple[Any, str]]) -> list[dict[str
         sent.extend(new)
         return new
 
-    dispatch_keys = {key for _, key in SERVICE_QUEUES["dispatch.events"]}
-
     def to_others(messages: list[dict[str, Any]]) -> None:
-        """Deliver events as the bindings do (dispatch.events is bound to a few types)."""
+        """Deliver events as the bindings of SERVICE_QUEUES do (reporting is not run)."""
         for event in _events(messages):
-            if event.routing_key in dispatch_keys:
+            queues = bound_queues(EVENTS_EXCHANGE, event.routing_key)
+            if "intake.events" in queues:
+                intake_uc.apply_event(intake.runtime, event)
+            if "dispatch.events" in queues:
                 dispatch_uc.on_event(dispatch.runtime, ctx, event)
-            supervision_uc.on_event(supervision.runtime, calendar, event)
+            if "supervision.events" in queues:
+                supervision_uc.on_event(supervision.runtime, calendar, event)
 
     example = MESSAGES["InboundAppeal"]["examples"][0]["payload"]
 
@@ -597,14 +626,19 @@ def _run_appeals(directory: Path, shims: list[tuple[Any, str]]) -> list[dict[str
         collect(supervision)
         return assignments
 
-    def reply(assignment: dict[str, Any], action: str, expect: str = "accepted", **fields: Any) -> None:
+    def reply(assignment: dict[str, Any], action: str, expect: str = "accepted",
+              **fields: Any) -> dict[str, Any]:
+        """Send a reply; the reply_result dispatch answers it with."""
         body = {"schema_version": 1, "assignment_id": assignment["assignment_id"],
                 "reg_no": assignment["reg_no"], "replied_at": NOW.isoformat(), **fields}
         status = dispatch_uc.on_reply(dispatch.runtime, ctx, _delivery(
             body, f"dept.{assignment['dept_code']}.{action}", REPLIES_EXCHANGE))
         assert status == expect, (action, status)
-        to_others(collect(dispatch))
+        new = collect(dispatch)
+        (result,) = [json.loads(m["body"]) for m in new if m["exchange"] == DISPATCH_EXCHANGE]
+        to_others(new)
         collect(supervision)
+        return result
 
     # Appeal A: the lead signs and responds; a satisfied follow-up closes it.
     a = submit("A-1", "留抵退税进度", "申请退税至今未到账。")
@@ -617,7 +651,9 @@ def _run_appeals(directory: Path, shims: list[tuple[Any, str]]) -> list[dict[str
 
     # Appeal B: lead and co-unit; the co-unit contributes, the lead asks for more time,
     # responds, and an unsatisfied follow-up reopens it.
-    b = submit("B-1", "施工许可办理", "项目施工许可审批超时。", category=None, attachments=[])
+    # Its enterprise's USCC is sent with spaces, hyphens and lowercase (USCC_LOOSE).
+    b = submit("B-1", "施工许可办理", "项目施工许可审批超时。", category=None, attachments=[],
+               enterprise={**example["enterprise"], "uscc": USCC_LOOSE})
     lead_b = next(v for (role, _), v in b.items() if role == "lead")
     co_b = next(v for (role, _), v in b.items() if role == "co")
     reply(co_b, "sign")
@@ -638,6 +674,17 @@ def _run_appeals(directory: Path, shims: list[tuple[Any, str]]) -> list[dict[str
         b"not json", f"dept.{lead_c['dept_code']}.approve", REPLIES_EXCHANGE))
     assert status == "refused"
     collect(dispatch)
+
+    # Appeal E: its lead returns it after `return_by` - refused, naming when the window closed.
+    e = submit("E-1", "留抵退税到账慢", "申请退税一直未到账。")
+    (lead_e,) = e.values()
+    return_by = datetime.fromisoformat(lead_e["return_by"])
+    assert NOW < return_by < datetime.fromisoformat(lead_e["respond_by"])
+    dispatch.clock.moment = return_by + timedelta(seconds=1)
+    late = reply(lead_e, "return", expect="refused", reason_code="not_in_scope", reason="超期退单")
+    dispatch.clock.moment = NOW
+    (closed,) = late["errors"]["action"]
+    assert datetime.fromisoformat(closed.rsplit(" ", 1)[1]) == return_by, closed
 
     # Intake's other answers: duplicate, conflicting repeat, invalid, unknown source.
     def inbound(body: Any, routing_key: str, expect: str) -> None:
@@ -691,6 +738,8 @@ def test_emitted_department_messages_match(emitted) -> None:
         assert not is_reserved(message), body["kind"]
         assert not problems(message["payload"], body), (body["kind"], problems(message["payload"], body))
         kinds.add((body["kind"], body.get("status")))
+        if body["kind"] == "assignment":
+            assert body["enterprise"]["uscc"] == USCC_COMPACT  # also when sent as USCC_LOOSE
         if body.get("status") == "refused":
             refused.append((bool(body["reg_no"]), body["assignment_id"] is not None))
     assert kinds >= {("assignment", None), ("reply_result", "accepted"), ("reply_result", "refused")}
@@ -714,6 +763,18 @@ def test_emitted_receipts_and_rejected_copies_match(emitted) -> None:
             assert not problems(headers, m["headers"]), problems(headers, m["headers"])
             assert isinstance(json.loads(m["headers"]["x-errors"]), dict)
     assert sorted(set(statuses)) == ["accepted", "duplicate", "rejected"]
+    # A reused external_id with different content: no reg_no/appeal_id, the original's
+    # reg_no is named in errors.external_id, worded as in the documented example.
+    receipts = [json.loads(m["body"]) for m in emitted if m["exchange"] == RECEIPTS_EXCHANGE]
+    (original,) = [r for r in receipts if (r["external_id"], r["status"]) == ("A-1", "accepted")]
+    (conflict,) = [r for r in receipts if (r["external_id"], r["status"]) == ("A-1", "rejected")]
+    assert not {"reg_no", "appeal_id"} & set(conflict)
+    example = next(e["payload"] for e in MESSAGES["Receipt"]["examples"]
+                   if e["name"] == "rejected-reused-external-id")
+    doc_reg_no = "WH-2025-000123"
+    assert doc_reg_no in example["errors"]["external_id"][0]
+    assert conflict["errors"] == {key: [m.replace(doc_reg_no, original["reg_no"]) for m in messages]
+                                  for key, messages in example["errors"].items()}
     rejected_copies = [m for m in emitted if m["routing_key"] == REJECTED_QUEUE]
     # Four rejections, one of them from an unregistered source that gets no receipt.
     assert len(rejected_copies) == 4 and statuses.count("rejected") == 3
