@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -113,6 +114,12 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+INBOX_INSERT = text(
+    "INSERT INTO inbox (consumer, message_id, processed_at) "
+    "VALUES (:consumer, :message_id, :processed_at) ON CONFLICT DO NOTHING"
+).bindparams(bindparam("processed_at", type_=UtcDateTime))
+
+
 def ensure_database(url: str) -> None:
     """Create a PostgreSQL database if it is missing (SQLite creates files itself)."""
     parsed = make_url(normalize_url(url))
@@ -180,15 +187,11 @@ class UnitOfWork:
 
     def first_time(self, consumer: str, message_id: str) -> bool:
         """Mark a message processed; False when it already was (a redelivery)."""
-        dialect = self.session.get_bind().dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(self._inbox).values(
-            consumer=consumer, message_id=message_id, processed_at=utcnow()
-        ).on_conflict_do_nothing()
-        return self.session.execute(stmt).rowcount == 1
+        # Plain SQL both PostgreSQL and SQLite understand: this runs for every message
+        # consumed, and building the statement with the ORM cost more than running it.
+        result = self.session.execute(INBOX_INSERT, {
+            "consumer": consumer, "message_id": message_id, "processed_at": utcnow()})
+        return result.rowcount == 1
 
     def send(self, exchange: str, routing_key: str, body: dict[str, Any] | bytes,
              *, message_id: str | None = None, headers: dict[str, Any] | None = None,
