@@ -21,6 +21,7 @@ EVENT_TYPES: dict[str, str] = {
     "appeal.reclassified": "staff corrected category/chain",
     "appeal.withdrawn": "withdrawn with a reason (撤回)",
     "appeal.dispatched": "dispatch chose lead and co-units (交办)",
+    "activity.registered": "staff registered a sit-in, patrol, door visit or clinic session",
     "assignment.signed": "a unit accepted its assignment (签收)",
     "assignment.returned": "a unit returned its assignment (退单)",
     "assignment.return_decided": "the bureau accepted or rejected a return",

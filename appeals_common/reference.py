@@ -17,6 +17,14 @@ CHANNELS: dict[str, str] = {
     "gov_system": "其他政府系统",
 }
 
+# Activities appeals are taken at (附件1 schedule; 问诊点 sessions).
+ACTIVITY_KINDS: dict[str, str] = {
+    "sit_in": "局长坐诊",
+    "chain_patrol": "链式巡诊",
+    "door_visit": "上门问诊",
+    "clinic_point": "问诊点专场",
+}
+
 URGENCIES: dict[str, str] = {"normal": "一般", "urgent": "紧急"}
 
 # 回访 grades, best first; the first three count as satisfied (满意率).

@@ -108,3 +108,79 @@ def load_routing_rules(config_dir: Path, departments: dict[str, Department]) -> 
     if not rules or any(k in rules[-1] for k in ("category", "industry_chain", "channel", "keywords")):
         raise RegistryError(f"{path}: the last rule must be a catch-all with no conditions")
     return rules
+
+
+@dataclass(frozen=True)
+class Category:
+    code: str
+    name: str
+    parent: str | None
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IndustryChain:
+    code: str
+    name: str
+    lead: str
+    units: tuple[str, ...]
+    keywords: tuple[str, ...]
+
+
+def _keywords(path: Path, where: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(k, str) and k.strip() for k in value):
+        raise RegistryError(f"{path}: {where}.keywords must be a list of words")
+    return tuple(value)
+
+
+def load_categories(config_dir: Path) -> dict[str, Category]:
+    """The taxonomy, flattened, deepest entries first within each branch (so keyword
+    matching tries specific categories before their parents)."""
+    path = config_dir / "categories.yaml"
+    result: dict[str, Category] = {}
+
+    def walk(entries: Any, parent: str | None, where: str) -> None:
+        if not isinstance(entries, list):
+            raise RegistryError(f"{path}: {where} must be a list")
+        for i, entry in enumerate(entries):
+            at = f"{where}[{i}]"
+            if not isinstance(entry, dict):
+                raise RegistryError(f"{path}: {at} must be a mapping")
+            unknown = set(entry) - {"code", "name", "keywords", "children"}
+            if unknown:
+                raise RegistryError(f"{path}: {at} has unknown keys {sorted(unknown)}")
+            code = entry.get("code")
+            if not isinstance(code, str) or not re.fullmatch(r"\d{2}(\d{2}){0,2}", code):
+                raise RegistryError(f"{path}: {at}.code must be 2, 4 or 6 digits, got {code!r}")
+            if parent and not code.startswith(parent):
+                raise RegistryError(f"{path}: {at}.code {code} must start with its parent's {parent}")
+            if code in result:
+                raise RegistryError(f"{path}: {at}.code {code} is listed twice")
+            if not isinstance(entry.get("name"), str):
+                raise RegistryError(f"{path}: {at}.name is required")
+            walk(entry.get("children") or [], code, f"{at}.children")
+            result[code] = Category(code, entry["name"], parent,
+                                    _keywords(path, at, entry.get("keywords")))
+
+    walk(_entries(path, "categories"), None, "categories")
+    return result
+
+
+def load_industry_chains(config_dir: Path, departments: dict[str, Department]
+                         ) -> dict[str, IndustryChain]:
+    path = config_dir / "industry_chains.yaml"
+    result: dict[str, IndustryChain] = {}
+    for i, entry in enumerate(_entries(path, "industry_chains")):
+        at = f"industry_chains[{i}]"
+        code = _code(path, f"{at}.code", entry.get("code"))
+        if code in result:
+            raise RegistryError(f"{path}: {at}.code {code!r} is listed twice")
+        units = entry.get("units") or []
+        for unit in [entry.get("lead"), *units]:
+            if unit not in departments:
+                raise RegistryError(f"{path}: {at} ({code}) names unknown department {unit!r}")
+        result[code] = IndustryChain(code, str(entry.get("name", code)), entry["lead"],
+                                     tuple(units), _keywords(path, at, entry.get("keywords")))
+    return result

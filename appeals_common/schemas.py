@@ -21,7 +21,13 @@ from marshmallow import (
 )
 from stdnum.cn import uscc as uscc_number
 
-from appeals_common.reference import CHANNELS, FOLLOWUP_GRADES, RESPONSE_OUTCOMES, URGENCIES
+from appeals_common.reference import (
+    ACTIVITY_KINDS,
+    CHANNELS,
+    FOLLOWUP_GRADES,
+    RESPONSE_OUTCOMES,
+    URGENCIES,
+)
 
 SCHEMA_VERSION = 1
 MAX_BODY_BYTES = 256 * 1024
@@ -124,6 +130,50 @@ class StaffAppealSchema(AppealFieldsSchema):
     """Registration by bureau staff over HTTP or RPC."""
 
     external_id = fields.String(load_default=None, validate=validate.Length(min=1, max=128))
+
+
+class OnSpotAppealSchema(StaffAppealSchema):
+    """当场办结: registered and answered at once."""
+
+    answer = fields.String(required=True, validate=validate.Length(min=1, max=CONTENT_MAX))
+
+
+class ReclassifySchema(StrictSchema):
+    category = fields.String(load_default=None, validate=validate.Length(max=64))
+    industry_chain = fields.String(load_default=None, validate=validate.Length(max=64))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+    @validates_schema
+    def _something_to_change(self, data: dict, **_: object) -> None:
+        if data.get("category") is None and data.get("industry_chain") is None:
+            raise ValidationError("give category, industry_chain or both", "_schema")
+
+
+class WithdrawSchema(StrictSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+class ActivitySchema(StrictSchema):
+    activity_id = fields.String(load_default=None, validate=validate.Regexp(CODE_RE))
+    kind = fields.String(required=True, validate=validate.OneOf(list(ACTIVITY_KINDS)))
+    held_on = fields.Date(required=True)
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    lead_unit = fields.String(required=True, validate=validate.Regexp(CODE_RE))
+    industry_chain = fields.String(load_default=None, validate=validate.Length(max=64))
+
+
+class SearchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    uscc = fields.String(load_default=None, validate=validate.Length(max=32))
+    state = fields.String(load_default=None, validate=validate.Length(max=24))
+    channel = fields.String(load_default=None, validate=validate.OneOf(list(CHANNELS)))
+    registered_from = AwareDateTime(data_key="from", load_default=None)
+    registered_to = AwareDateTime(data_key="to", load_default=None)
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
 
 
 class ReceiptSchema(Schema):

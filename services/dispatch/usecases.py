@@ -62,9 +62,18 @@ def on_event(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
             return
         if event.event_type == "appeal.registered":
             appeal = _copy_appeal(uow, event)
-            dispatch(uow, ctx, appeal, correlation_id=event.correlation_id)
+            if not event.data.get("resolved_on_spot"):  # 当场办结 needs no unit
+                dispatch(uow, ctx, appeal, correlation_id=event.correlation_id)
         elif event.event_type == "appeal.reopened":
             _reopen(uow, event)
+        elif event.event_type == "appeal.reclassified":
+            appeal = uow.session.get(DispatchAppeal, event.appeal_id)
+            if appeal is None:
+                raise LookupError(f"reclassified unknown appeal {event.appeal_id}")
+            appeal.category = event.data["category"]
+            appeal.industry_chain = event.data["industry_chain"]
+        elif event.event_type == "appeal.withdrawn":
+            _withdraw(uow, event)
         else:
             appeal = uow.session.get(DispatchAppeal, event.appeal_id)
             state = appeal_state_after(event.event_type, event.data)
@@ -136,6 +145,16 @@ def _reopen(uow: UnitOfWork, event: Event) -> None:
         Assignment.state == "responded")).first()
     if lead is not None:
         lead.state = next_assignment_state(lead.state, "reopen")
+
+
+def _withdraw(uow: UnitOfWork, event: Event) -> None:
+    appeal = uow.session.get(DispatchAppeal, event.appeal_id)
+    if appeal is None:
+        raise LookupError(f"withdrawn unknown appeal {event.appeal_id}")
+    appeal.state = "withdrawn"
+    for a in uow.session.scalars(select(Assignment).where(
+            Assignment.appeal_id == appeal.id, Assignment.state.in_(("assigned", "signed")))):
+        a.state = next_assignment_state(a.state, "withdraw")
 
 
 # --- department replies on appeals.replies ------------------------------------------------

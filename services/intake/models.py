@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import Date, Float, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from appeals_common.db import UtcDateTime, reliability_tables
@@ -43,6 +43,13 @@ class Appeal(Base):
     # arrive out of order, the latest one wins.
     state_at: Mapped[datetime] = mapped_column(UtcDateTime)
     units: Mapped[str] = mapped_column(Text, default="[]")
+    category_rule: Mapped[str] = mapped_column(String(80), default="given")
+    chain_rule: Mapped[str] = mapped_column(String(80), default="given")
+    # A likely repeat of an earlier appeal of the same enterprise: flagged, never merged.
+    possible_duplicate_of: Mapped[str | None] = mapped_column(String(32))
+    duplicate_score: Mapped[float | None] = mapped_column(Float)
+    answer: Mapped[str | None] = mapped_column(Text)  # 当场办结: what the enterprise was told
+    withdrawn_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class TimelineEntry(Base):
@@ -58,6 +65,21 @@ class TimelineEntry(Base):
     producer: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class Activity(Base):
+    """A sit-in, patrol, door visit or clinic session appeals can be taken at."""
+
+    __tablename__ = "activities"
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    held_on: Mapped[date] = mapped_column(Date)
+    title: Mapped[str] = mapped_column(String(200))
+    lead_unit: Mapped[str] = mapped_column(String(48))
+    industry_chain: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class RegNoCounter(Base):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from typing import Any
 
 from nameko.extensions import DependencyProvider
@@ -9,37 +11,66 @@ from nameko.rpc import rpc
 from nameko.web.handlers import http
 
 from appeals_common.auth import Principal
-from appeals_common.http import NotFound, api, read_json
+from appeals_common.http import HttpError, NotFound, api, read_json
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
-from appeals_common.registries import load_source_systems
+from appeals_common.registries import (
+    load_categories,
+    load_departments,
+    load_industry_chains,
+    load_source_systems,
+)
 from appeals_common.service_base import BaseService
 from appeals_common.settings import load_settings
 from services.intake import usecases
+from services.intake.classification import Classifier
 from services.intake.models import Base
 
 STAFF_ROLES = ("bureau_admin", "bureau_staff")
 READ_ROLES = (*STAFF_ROLES, "viewer", "department")
 
 
-class SourceSystems(DependencyProvider):
-    """The source-system registry, read and checked once at start."""
+class IntakeReference(DependencyProvider):
+    """Source systems, departments, categories and chains: read and checked once at start."""
 
     def setup(self) -> None:
-        self.names = frozenset(load_source_systems(load_settings().config_dir))
+        config_dir = load_settings().config_dir
+        departments = load_departments(config_dir)
+        self.context = usecases.IntakeContext(
+            sources=frozenset(load_source_systems(config_dir)),
+            departments=frozenset(departments),
+            classifier=Classifier(load_categories(config_dir),
+                                  load_industry_chains(config_dir, departments)),
+            duplicate_threshold=float(os.environ.get("APPEALS_DUPLICATE_THRESHOLD", "0.6")),
+            duplicate_window=timedelta(days=int(os.environ.get("APPEALS_DUPLICATE_DAYS", "30"))),
+        )
 
-    def get_dependency(self, worker_ctx: Any) -> frozenset[str]:
-        return self.names
+    def get_dependency(self, worker_ctx: Any) -> usecases.IntakeContext:
+        return self.context
+
+
+def _field_errors(func: Any) -> Any:
+    """FieldErrors from the service layer become 422 with the field messages."""
+    from functools import wraps
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except usecases.FieldErrors as exc:
+            raise HttpError(422, "invalid input", exc.errors) from None
+
+    return wrapper
 
 
 class IntakeService(BaseService):
     name = "intake"
     runtime = Runtime("intake", Base.metadata)
     metrics_dep = Metrics("intake")
-    sources = SourceSystems()
+    reference = IntakeReference()
 
     @reliable_consume("intake.inbound")
     def on_inbound(self, delivery: Delivery) -> str:
-        return usecases.handle_inbound(self.runtime, delivery, self.sources)
+        return usecases.handle_inbound(self.runtime, self.reference, delivery)
 
     @reliable_consume("intake.events")
     def on_event(self, delivery: Delivery) -> None:
@@ -47,25 +78,86 @@ class IntakeService(BaseService):
 
     @http("POST", "/appeals")
     @api(*STAFF_ROLES)
+    @_field_errors
     def http_register(self, request: Any, principal: Principal) -> tuple[int, dict]:
-        result = usecases.register_by_staff(self.runtime, read_json(request), principal.subject)
+        result = usecases.register_by_staff(self.runtime, self.reference, read_json(request),
+                                            principal.subject)
         return (200 if result["duplicate"] else 201), result
+
+    @http("POST", "/appeals/on-spot")
+    @api(*STAFF_ROLES)
+    @_field_errors
+    def http_register_on_spot(self, request: Any, principal: Principal) -> tuple[int, dict]:
+        result = usecases.register_on_spot(self.runtime, self.reference, read_json(request),
+                                           principal.subject)
+        return (200 if result["duplicate"] else 201), result
+
+    @http("GET", "/appeals")
+    @api(*STAFF_ROLES, "viewer")
+    def http_search(self, request: Any, principal: Principal) -> dict:
+        return usecases.search(self.runtime, request.args.to_dict())
 
     @http("GET", "/appeals/<string:reg_no>")
     @api(*READ_ROLES)
     def http_get(self, request: Any, principal: Principal, reg_no: str) -> dict:
-        appeal = usecases.get_appeal(self.runtime, reg_no)
+        appeal = usecases.get_appeal(self.runtime, reg_no, mask=principal.role == "viewer")
         if appeal is None or not _may_see(principal, appeal):
             raise NotFound(f"no appeal {reg_no}")
         return appeal
 
+    @http("POST", "/appeals/<string:reg_no>/classification")
+    @api(*STAFF_ROLES)
+    @_field_errors
+    def http_reclassify(self, request: Any, principal: Principal, reg_no: str) -> dict:
+        return usecases.reclassify(self.runtime, self.reference, reg_no, read_json(request),
+                                   principal.subject)
+
+    @http("POST", "/appeals/<string:reg_no>/withdrawal")
+    @api(*STAFF_ROLES)
+    def http_withdraw(self, request: Any, principal: Principal, reg_no: str) -> dict:
+        return usecases.withdraw(self.runtime, reg_no, read_json(request), principal.subject)
+
+    @http("POST", "/activities")
+    @api(*STAFF_ROLES)
+    @_field_errors
+    def http_register_activity(self, request: Any, principal: Principal) -> tuple[int, dict]:
+        return 201, usecases.register_activity(self.runtime, self.reference, read_json(request),
+                                               principal.subject)
+
+    @http("GET", "/activities")
+    @api(*READ_ROLES)
+    def http_activities(self, request: Any, principal: Principal) -> list[dict]:
+        return usecases.list_activities(self.runtime)
+
+    # RPC: the same operations for other bureau systems; `actor` says who acted.
+
     @rpc
     def register(self, payload: dict, actor: str) -> dict:
-        return usecases.register_by_staff(self.runtime, payload, actor)
+        return usecases.register_by_staff(self.runtime, self.reference, payload, actor)
+
+    @rpc
+    def register_on_spot(self, payload: dict, actor: str) -> dict:
+        return usecases.register_on_spot(self.runtime, self.reference, payload, actor)
+
+    @rpc
+    def reclassify(self, reg_no: str, payload: dict, actor: str) -> dict:
+        return usecases.reclassify(self.runtime, self.reference, reg_no, payload, actor)
+
+    @rpc
+    def withdraw(self, reg_no: str, payload: dict, actor: str) -> dict:
+        return usecases.withdraw(self.runtime, reg_no, payload, actor)
 
     @rpc
     def get(self, reg_no: str) -> dict | None:
         return usecases.get_appeal(self.runtime, reg_no)
+
+    @rpc
+    def search(self, params: dict) -> dict:
+        return usecases.search(self.runtime, params)
+
+    @rpc
+    def register_activity(self, payload: dict, actor: str) -> dict:
+        return usecases.register_activity(self.runtime, self.reference, payload, actor)
 
 
 def _may_see(principal: Principal, appeal: dict) -> bool:

@@ -1,4 +1,6 @@
-"""Intake's service layer: registration from any channel, receipts, the timeline."""
+"""Intake's service layer: registration from every channel, receipts, the register's
+state and timeline, staff operations (on-the-spot answers, reclassification, withdrawal,
+search) and activities."""
 
 from __future__ import annotations
 
@@ -7,32 +9,60 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from appeals_common.db import UnitOfWork
 from appeals_common.envelope import Event
-from appeals_common.lifecycle import appeal_state_after
+from appeals_common.http import Conflict, NotFound
+from appeals_common.lifecycle import IllegalTransition, appeal_state_after, next_appeal_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.schemas import (
     MAX_BODY_BYTES,
+    ActivitySchema,
     InboundAppealSchema,
+    OnSpotAppealSchema,
+    ReclassifySchema,
+    SearchSchema,
     StaffAppealSchema,
+    WithdrawSchema,
     errors_by_field,
 )
+from appeals_common.similarity import similarity
 from appeals_common.topology import RECEIPTS_EXCHANGE, REJECTED_QUEUE
-from services.intake.domain import content_hash, format_reg_no, source_from_routing_key
-from services.intake.models import Appeal, RegNoCounter, TimelineEntry
+from services.intake.classification import Classifier
+from services.intake.domain import content_hash, format_reg_no, mask_phone, source_from_routing_key
+from services.intake.models import Activity, Appeal, RegNoCounter, TimelineEntry
 
 log = logging.getLogger("appeals.intake")
 
 INBOUND_CONSUMER = "intake.inbound"
 EVENTS_CONSUMER = "intake.events"
 STAFF_SOURCE = "staff"
+
+
+@dataclass(frozen=True)
+class IntakeContext:
+    """Reference data and rules, loaded once at start."""
+
+    sources: frozenset[str]
+    departments: frozenset[str]
+    classifier: Classifier
+    duplicate_threshold: float = 0.6
+    duplicate_window: timedelta = timedelta(days=30)
+
+
+class FieldErrors(ValueError):
+    """Input that passed the schema but breaks a rule needing the register's data."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(json.dumps(errors, ensure_ascii=False))
+        self.errors = errors
 
 
 class DuplicateConflict(Exception):
@@ -74,9 +104,47 @@ def find_by_source_key(uow: UnitOfWork, source_system: str, external_id: str) ->
     ).first()
 
 
-def register(runtime: ServiceRuntime, uow: UnitOfWork, data: dict[str, Any], *,
-             source_system: str, actor: str, correlation_id: str | None = None) -> Registration:
-    """Register validated appeal data once per (source_system, external_id)."""
+def _check_references(uow: UnitOfWork, ctx: IntakeContext, data: dict[str, Any]) -> None:
+    errors = ctx.classifier.unknown_fields(data.get("category"), data.get("industry_chain"))
+    activity_id = data.get("activity_id")
+    if activity_id and uow.session.get(Activity, activity_id) is None:
+        errors["activity_id"] = [f"unknown activity {activity_id!r}; register it first"]
+    if errors:
+        raise FieldErrors(errors)
+
+
+def _known_chain(uow: UnitOfWork, uscc: str) -> tuple[str, str] | None:
+    """The chain of the enterprise's latest appeal that had one."""
+    row = uow.session.execute(
+        select(Appeal.industry_chain, Appeal.reg_no)
+        .where(Appeal.uscc == uscc, Appeal.industry_chain.is_not(None))
+        .order_by(Appeal.registered_at.desc()).limit(1)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def _possible_duplicate(uow: UnitOfWork, ctx: IntakeContext, uscc: str, text: str
+                        ) -> tuple[str, float] | None:
+    """The most similar appeal of the same enterprise in the window, if similar enough."""
+    since = uow.now - ctx.duplicate_window
+    best: tuple[str, float] | None = None
+    for reg_no, title, content in uow.session.execute(
+            select(Appeal.reg_no, Appeal.title, Appeal.content)
+            .where(Appeal.uscc == uscc, Appeal.registered_at >= since)
+            .order_by(Appeal.registered_at.desc()).limit(50)):
+        score = similarity(text, f"{title}\n{content}")
+        if score >= ctx.duplicate_threshold and (best is None or score > best[1]):
+            best = (reg_no, round(score, 3))
+    return best
+
+
+def register(runtime: ServiceRuntime, ctx: IntakeContext, uow: UnitOfWork, data: dict[str, Any],
+             *, source_system: str, actor: str, correlation_id: str | None = None,
+             answer: str | None = None) -> Registration:
+    """Register validated appeal data once per (source_system, external_id).
+
+    With `answer` the appeal is resolved on the spot (当场办结) in the same transaction.
+    """
     digest = content_hash(data)
     external_id = data.get("external_id")
     if external_id:
@@ -85,27 +153,47 @@ def register(runtime: ServiceRuntime, uow: UnitOfWork, data: dict[str, Any], *,
             if existing.content_hash != digest:
                 raise DuplicateConflict(existing)
             return Registration(existing, duplicate=True)
+    _check_references(uow, ctx, data)
+    enterprise = data["enterprise"]
+    classified = ctx.classifier.classify(data["title"], data["content"], data.get("category"),
+                                         data.get("industry_chain"),
+                                         _known_chain(uow, enterprise["uscc"]))
+    repeat = _possible_duplicate(uow, ctx, enterprise["uscc"],
+                                 f"{data['title']}\n{data['content']}")
     now = uow.now
     tz = ZoneInfo(runtime.settings.timezone)
     reg_no = allocate_reg_no(uow, runtime.settings.reg_no_prefix, now.astimezone(tz).year)
-    enterprise = data["enterprise"]
     appeal = Appeal(
         id=str(uuid.uuid4()), reg_no=reg_no, source_system=source_system,
         external_id=external_id, content_hash=digest, channel=data["channel"],
         enterprise_name=enterprise["name"], uscc=enterprise["uscc"],
         contact_name=enterprise["contact_name"], contact_phone=enterprise["contact_phone"],
-        title=data["title"], content=data["content"], category=data.get("category"),
-        industry_chain=data.get("industry_chain"), urgency=data.get("urgency") or "normal",
+        title=data["title"], content=data["content"], category=classified.category,
+        category_rule=classified.category_rule, industry_chain=classified.industry_chain,
+        chain_rule=classified.chain_rule, urgency=data.get("urgency") or "normal",
         activity_id=data.get("activity_id"),
         attachments=json.dumps(data.get("attachments") or [], ensure_ascii=False),
         submitted_at=data.get("submitted_at") or now, registered_at=now, registered_by=actor,
         state="registered", state_at=now, units="[]",
+        possible_duplicate_of=repeat[0] if repeat else None,
+        duplicate_score=repeat[1] if repeat else None,
     )
     uow.session.add(appeal)
-    event = uow.emit("appeal.registered", appeal_payload(appeal), appeal_id=appeal.id,
+    payload = appeal_payload(appeal)
+    payload["resolved_on_spot"] = answer is not None
+    event = uow.emit("appeal.registered", payload, appeal_id=appeal.id,
                      correlation_id=correlation_id)
-    _add_timeline(uow, event, actor=actor, detail={"reg_no": reg_no, "channel": appeal.channel,
-                                                    "source_system": source_system})
+    _add_timeline(uow, event, actor=actor, detail={
+        "reg_no": reg_no, "channel": appeal.channel, "source_system": source_system,
+        "category": appeal.category, "category_rule": appeal.category_rule,
+        "industry_chain": appeal.industry_chain, "chain_rule": appeal.chain_rule,
+        "possible_duplicate_of": appeal.possible_duplicate_of})
+    if answer is not None:
+        appeal.state = next_appeal_state(appeal.state, "resolve_on_spot")
+        appeal.answer = answer
+        event = uow.emit("appeal.resolved_on_spot", {"reg_no": reg_no, "answer": answer,
+                                                     "actor": actor}, appeal_id=appeal.id)
+        _add_timeline(uow, event, actor=actor, detail={"answer": answer})
     return Registration(appeal, duplicate=False)
 
 
@@ -118,11 +206,13 @@ def appeal_payload(appeal: Appeal) -> dict[str, Any]:
                        "contact_name": appeal.contact_name,
                        "contact_phone": appeal.contact_phone},
         "title": appeal.title, "content": appeal.content, "category": appeal.category,
-        "industry_chain": appeal.industry_chain, "urgency": appeal.urgency,
+        "category_rule": appeal.category_rule, "industry_chain": appeal.industry_chain,
+        "chain_rule": appeal.chain_rule, "urgency": appeal.urgency,
         "activity_id": appeal.activity_id, "attachments": json.loads(appeal.attachments),
         "submitted_at": appeal.submitted_at.isoformat(),
         "registered_at": appeal.registered_at.isoformat(),
         "registered_by": appeal.registered_by,
+        "possible_duplicate_of": appeal.possible_duplicate_of,
     }
 
 
@@ -137,13 +227,13 @@ def _add_timeline(uow: UnitOfWork, event: Event, *, actor: str | None,
 
 # --- the bus: appeals.inbound -------------------------------------------------------------
 
-def handle_inbound(runtime: ServiceRuntime, delivery: Delivery, known_sources: frozenset[str]) -> str:
+def handle_inbound(runtime: ServiceRuntime, ctx: IntakeContext, delivery: Delivery) -> str:
     """Register one inbound message, or reject it; every message gets one receipt.
 
     Returns the receipt status (or "redelivered" for a message already handled).
     """
     rk_source = source_from_routing_key(delivery.routing_key)
-    data, errors, external_id = _validate_inbound(runtime, delivery, rk_source, known_sources)
+    data, errors, external_id = _validate_inbound(runtime, ctx, delivery, rk_source)
     idempotency_key = delivery.message_id or "sha256:" + hashlib.sha256(
         delivery.routing_key.encode() + b"\0" + delivery.body).hexdigest()
     try:
@@ -151,17 +241,20 @@ def handle_inbound(runtime: ServiceRuntime, delivery: Delivery, known_sources: f
             if not uow.first_time(INBOUND_CONSUMER, idempotency_key):
                 return "redelivered"
             if errors:
-                _reject(uow, delivery, rk_source, known_sources, external_id, errors)
+                _reject(uow, ctx, delivery, rk_source, external_id, errors)
                 return "rejected"
             try:
-                result = register(runtime, uow, data, source_system=rk_source,
+                result = register(runtime, ctx, uow, data, source_system=rk_source,
                                   actor=f"system:{rk_source}", correlation_id=delivery.message_id)
             except DuplicateConflict as conflict:
                 log.warning("conflicting repeat of %s/%s (original %s)", rk_source, external_id,
                             conflict.appeal.reg_no)
-                _reject(uow, delivery, rk_source, known_sources, external_id,
+                _reject(uow, ctx, delivery, rk_source, external_id,
                         {"external_id": [f"already used for {conflict.appeal.reg_no} with "
                                          "different content"]})
+                return "rejected"
+            except FieldErrors as refused:
+                _reject(uow, ctx, delivery, rk_source, external_id, refused.errors)
                 return "rejected"
             status = "duplicate" if result.duplicate else "accepted"
             _receipt(uow, rk_source, external_id, delivery.message_id, status,
@@ -174,12 +267,13 @@ def handle_inbound(runtime: ServiceRuntime, delivery: Delivery, known_sources: f
         raise
 
 
-def _validate_inbound(runtime: ServiceRuntime, delivery: Delivery, rk_source: str | None,
-                      known_sources: frozenset[str]) -> tuple[dict[str, Any], dict[str, list[str]], Any]:
+def _validate_inbound(runtime: ServiceRuntime, ctx: IntakeContext, delivery: Delivery,
+                      rk_source: str | None) -> tuple[dict[str, Any], dict[str, list[str]], Any]:
     errors: dict[str, list[str]] = {}
     if rk_source is None:
-        errors["routing_key"] = [f"must be appeal.submit.<source_system>, got {delivery.routing_key!r}"]
-    elif rk_source not in known_sources:
+        errors["routing_key"] = [
+            f"must be appeal.submit.<source_system>, got {delivery.routing_key!r}"]
+    elif rk_source not in ctx.sources:
         errors["source_system"] = [f"{rk_source!r} is not a registered source system"]
     if len(delivery.body) > MAX_BODY_BYTES:
         errors["_body"] = [f"message body larger than {MAX_BODY_BYTES} bytes"]
@@ -224,11 +318,10 @@ def _receipt(uow: UnitOfWork, source: str, external_id: str | None, message_id: 
     uow.send(RECEIPTS_EXCHANGE, f"receipt.{source}", body)
 
 
-def _reject(uow: UnitOfWork, delivery: Delivery, rk_source: str | None,
-            known_sources: frozenset[str], external_id: str | None,
-            errors: dict[str, list[str]]) -> None:
+def _reject(uow: UnitOfWork, ctx: IntakeContext, delivery: Delivery, rk_source: str | None,
+            external_id: str | None, errors: dict[str, list[str]]) -> None:
     # Only a registered source has a receipts queue; an unknown one gets its message kept.
-    if rk_source in known_sources:
+    if rk_source in ctx.sources:
         _receipt(uow, rk_source, external_id, delivery.message_id, "rejected", errors=errors)
     uow.send("", REJECTED_QUEUE, delivery.body, content_type=delivery.content_type or
              "application/octet-stream", headers={
@@ -240,20 +333,90 @@ def _reject(uow: UnitOfWork, delivery: Delivery, rk_source: str | None,
 
 # --- staff over HTTP / RPC ----------------------------------------------------------------
 
-def register_by_staff(runtime: ServiceRuntime, payload: Any, actor: str) -> dict[str, Any]:
+def register_by_staff(runtime: ServiceRuntime, ctx: IntakeContext, payload: Any, actor: str
+                      ) -> dict[str, Any]:
     data = StaffAppealSchema().load(payload)
+    return _staff_register(runtime, ctx, data, actor, answer=None)
+
+
+def register_on_spot(runtime: ServiceRuntime, ctx: IntakeContext, payload: Any, actor: str
+                     ) -> dict[str, Any]:
+    """当场办结: registered and answered at once; it is not dispatched."""
+    data = OnSpotAppealSchema().load(payload)
+    return _staff_register(runtime, ctx, data, actor, answer=data.pop("answer"))
+
+
+def _staff_register(runtime: ServiceRuntime, ctx: IntakeContext, data: dict[str, Any],
+                    actor: str, answer: str | None) -> dict[str, Any]:
+    try:
+        with runtime.unit_of_work() as uow:
+            result = register(runtime, ctx, uow, data, source_system=STAFF_SOURCE, actor=actor,
+                              answer=answer)
+            return {**appeal_summary(result.appeal), "duplicate": result.duplicate}
+    except DuplicateConflict as conflict:
+        raise Conflict(str(conflict), {"external_id": [
+            f"already used for {conflict.appeal.reg_no} with different content"]}) from None
+
+
+def _locked_appeal(uow: UnitOfWork, reg_no: str) -> Appeal:
+    appeal = uow.session.scalars(
+        select(Appeal).where(Appeal.reg_no == reg_no).with_for_update()).first()
+    if appeal is None:
+        raise NotFound(f"no appeal {reg_no}")
+    return appeal
+
+
+def reclassify(runtime: ServiceRuntime, ctx: IntakeContext, reg_no: str, payload: Any,
+               actor: str) -> dict[str, Any]:
+    """Staff correct category and/or chain; the rule that had chosen them is kept."""
+    data = ReclassifySchema().load(payload)
+    errors = ctx.classifier.unknown_fields(data["category"], data["industry_chain"])
+    if errors:
+        raise FieldErrors(errors)
     with runtime.unit_of_work() as uow:
-        result = register(runtime, uow, data, source_system=STAFF_SOURCE, actor=actor)
-        return {**appeal_summary(result.appeal), "duplicate": result.duplicate}
+        appeal = _locked_appeal(uow, reg_no)
+        if appeal.state in ("closed", "withdrawn"):
+            raise Conflict(f"cannot reclassify an appeal in state '{appeal.state}'")
+        previous = {"category": appeal.category, "category_rule": appeal.category_rule,
+                    "industry_chain": appeal.industry_chain, "chain_rule": appeal.chain_rule}
+        if data["category"] is not None:
+            appeal.category, appeal.category_rule = data["category"], f"staff:{actor}"
+        if data["industry_chain"] is not None:
+            appeal.industry_chain, appeal.chain_rule = data["industry_chain"], f"staff:{actor}"
+        detail = {"reg_no": reg_no, "category": appeal.category,
+                  "industry_chain": appeal.industry_chain, "previous": previous,
+                  "reason": data["reason"], "actor": actor}
+        event = uow.emit("appeal.reclassified", detail, appeal_id=appeal.id)
+        _add_timeline(uow, event, actor=actor, detail=detail)
+        return appeal_summary(appeal)
+
+
+def withdraw(runtime: ServiceRuntime, reg_no: str, payload: Any, actor: str) -> dict[str, Any]:
+    """撤回: the appeal stops here, with the reason; it is kept, never deleted."""
+    data = WithdrawSchema().load(payload)
+    with runtime.unit_of_work() as uow:
+        appeal = _locked_appeal(uow, reg_no)
+        try:
+            appeal.state = next_appeal_state(appeal.state, "withdraw")
+        except IllegalTransition as exc:
+            raise Conflict(str(exc)) from None
+        appeal.state_at, appeal.withdrawn_reason = uow.now, data["reason"]
+        detail = {"reg_no": reg_no, "reason": data["reason"], "actor": actor}
+        event = uow.emit("appeal.withdrawn", detail, appeal_id=appeal.id)
+        _add_timeline(uow, event, actor=actor, detail=detail)
+        return appeal_summary(appeal)
 
 
 def appeal_summary(appeal: Appeal) -> dict[str, Any]:
     return {"appeal_id": appeal.id, "reg_no": appeal.reg_no, "state": appeal.state,
             "channel": appeal.channel, "title": appeal.title,
+            "enterprise_name": appeal.enterprise_name, "uscc": appeal.uscc,
+            "category": appeal.category, "industry_chain": appeal.industry_chain,
+            "possible_duplicate_of": appeal.possible_duplicate_of,
             "registered_at": appeal.registered_at.isoformat()}
 
 
-def get_appeal(runtime: ServiceRuntime, reg_no: str) -> dict[str, Any] | None:
+def get_appeal(runtime: ServiceRuntime, reg_no: str, mask: bool = False) -> dict[str, Any] | None:
     with runtime.store.read() as session:
         appeal = session.scalars(select(Appeal).where(Appeal.reg_no == reg_no)).first()
         if appeal is None:
@@ -262,14 +425,79 @@ def get_appeal(runtime: ServiceRuntime, reg_no: str) -> dict[str, Any] | None:
             select(TimelineEntry).where(TimelineEntry.appeal_id == appeal.id)
             .order_by(TimelineEntry.occurred_at, TimelineEntry.id)
         ).all()
-        return {
-            **appeal_summary(appeal),
-            **{k: v for k, v in appeal_payload(appeal).items() if k != "reg_no"},
-            "units": json.loads(appeal.units),
+        view = {
+            **appeal_payload(appeal), **appeal_summary(appeal),
+            "units": json.loads(appeal.units), "answer": appeal.answer,
+            "withdrawn_reason": appeal.withdrawn_reason,
+            "duplicate_score": appeal.duplicate_score,
             "timeline": [{"at": e.occurred_at.isoformat(), "event": e.event_type,
                           "by": e.actor or e.producer, "detail": json.loads(e.detail)}
                          for e in entries],
         }
+        if mask:
+            view["enterprise"]["contact_phone"] = mask_phone(appeal.contact_phone)
+        return view
+
+
+def search(runtime: ServiceRuntime, params: Any) -> dict[str, Any]:
+    """Find appeals by enterprise (name or USCC), state, channel and registration time."""
+    p = SearchSchema().load(params)
+    query = select(Appeal)
+    if p["q"]:
+        query = query.where(or_(Appeal.enterprise_name.contains(p["q"], autoescape=True),
+                                Appeal.uscc == p["q"].upper(), Appeal.reg_no == p["q"]))
+    if p["uscc"]:
+        query = query.where(Appeal.uscc == p["uscc"].upper())
+    if p["state"]:
+        query = query.where(Appeal.state == p["state"])
+    if p["channel"]:
+        query = query.where(Appeal.channel == p["channel"])
+    if p["registered_from"]:
+        query = query.where(Appeal.registered_at >= p["registered_from"])
+    if p["registered_to"]:
+        query = query.where(Appeal.registered_at < p["registered_to"])
+    with runtime.store.read() as session:
+        total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        rows = session.scalars(query.order_by(Appeal.registered_at.desc(), Appeal.reg_no.desc())
+                               .offset((p["page"] - 1) * p["page_size"]).limit(p["page_size"]))
+        return {"items": [appeal_summary(a) for a in rows], "page": p["page"],
+                "page_size": p["page_size"], "total": total}
+
+
+# --- activities ---------------------------------------------------------------------------
+
+def register_activity(runtime: ServiceRuntime, ctx: IntakeContext, payload: Any, actor: str
+                      ) -> dict[str, Any]:
+    data = ActivitySchema().load(payload)
+    errors = ctx.classifier.unknown_fields(None, data["industry_chain"])
+    if data["lead_unit"] not in ctx.departments:
+        errors["lead_unit"] = [f"unknown department {data['lead_unit']!r}"]
+    if errors:
+        raise FieldErrors(errors)
+    activity_id = data["activity_id"] or f"{data['kind']}-{data['held_on']:%Y%m%d}-" \
+                                         f"{uuid.uuid4().hex[:6]}"
+    with runtime.unit_of_work() as uow:
+        if uow.session.get(Activity, activity_id) is not None:
+            raise Conflict(f"activity {activity_id} already exists")
+        activity = Activity(id=activity_id, kind=data["kind"], held_on=data["held_on"],
+                            title=data["title"], lead_unit=data["lead_unit"],
+                            industry_chain=data["industry_chain"], created_by=actor,
+                            created_at=uow.now)
+        uow.session.add(activity)
+        view = activity_view(activity)
+        uow.emit("activity.registered", {**view, "actor": actor})
+        return view
+
+
+def activity_view(a: Activity) -> dict[str, Any]:
+    return {"activity_id": a.id, "kind": a.kind, "held_on": a.held_on.isoformat(),
+            "title": a.title, "lead_unit": a.lead_unit, "industry_chain": a.industry_chain}
+
+
+def list_activities(runtime: ServiceRuntime) -> list[dict[str, Any]]:
+    with runtime.store.read() as session:
+        return [activity_view(a) for a in session.scalars(
+            select(Activity).order_by(Activity.held_on.desc()).limit(500))]
 
 
 # --- events from the other services keep the register's state and timeline current -------
@@ -290,4 +518,3 @@ def apply_event(runtime: ServiceRuntime, delivery: Delivery) -> None:
             appeal.state, appeal.state_at = new_state, event.occurred_at
         if event.event_type == "appeal.dispatched":
             appeal.units = json.dumps(event.data.get("units", {}), ensure_ascii=False)
-

@@ -51,6 +51,8 @@ def project(session: Session, event: Event) -> None:
         fact.responded_at, fact.outcome = event.occurred_at, data.get("outcome")
     elif event.event_type == "followup.recorded":
         fact.last_grade = data.get("grade")
+    elif event.event_type == "appeal.reclassified":
+        fact.category, fact.industry_chain = data["category"], data["industry_chain"]
     elif event.event_type == "appeal.closed":
         fact.closed_at, fact.closed_on_time = event.occurred_at, data.get("on_time")
     new_state = appeal_state_after(event.event_type, data)
