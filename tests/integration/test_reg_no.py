@@ -11,6 +11,9 @@ from appeals_common.nameko_ext import ServiceRuntime
 from appeals_common.settings import Settings
 from services.intake import usecases
 from services.intake.models import Appeal, Base
+from tests.intake_support import intake_context
+
+CTX = intake_context()
 
 
 def _appeal(i: int) -> dict:
@@ -32,7 +35,7 @@ def test_concurrent_registration_from_two_replicas_is_gap_free(databases):
         for i in range(replica, 120, 2):
             try:
                 with runtimes[replica].unit_of_work() as uow:
-                    usecases.register(runtimes[replica], uow, _appeal(i), source_system="staff",
+                    usecases.register(runtimes[replica], CTX, uow, _appeal(i), source_system="staff",
                                       actor="t")
             except Exception as exc:  # pragma: no cover - reported below
                 errors.append(exc)
@@ -56,15 +59,15 @@ def test_rolled_back_registration_leaves_no_gap(databases):
     runtime = ServiceRuntime("intake", Settings(), store,
                              FixedClock(datetime(2026, 12, 31, 17, 0, tzinfo=UTC)))
     with runtime.unit_of_work() as uow:
-        first = usecases.register(runtime, uow, _appeal(1), source_system="staff", actor="t")
+        first = usecases.register(runtime, CTX, uow, _appeal(1), source_system="staff", actor="t")
     try:
         with runtime.unit_of_work() as uow:
-            usecases.register(runtime, uow, _appeal(2), source_system="staff", actor="t")
+            usecases.register(runtime, CTX, uow, _appeal(2), source_system="staff", actor="t")
             raise RuntimeError("crash before commit")
     except RuntimeError:
         pass
     with runtime.unit_of_work() as uow:
-        third = usecases.register(runtime, uow, _appeal(3), source_system="staff", actor="t")
+        third = usecases.register(runtime, CTX, uow, _appeal(3), source_system="staff", actor="t")
     # 17:00 UTC on Dec 31 is already 2027 in Asia/Shanghai: numbering restarts.
     assert first.appeal.reg_no == "WH-2027-000001"
     assert third.appeal.reg_no == "WH-2027-000002"

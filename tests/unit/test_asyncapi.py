@@ -12,7 +12,7 @@ import json
 import re
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,19 +25,26 @@ from sqlalchemy import select
 from appeals_common.deadlines import DeadlinePolicy
 from appeals_common.envelope import EVENT_TYPES, EVENTS_EXCHANGE, EnvelopeSchema
 from appeals_common.reference import (
+    ACTIVITY_KINDS,
     CHANNELS,
     FOLLOWUP_GRADES,
     REPLY_ACTIONS,
     RESPONSE_OUTCOMES,
     URGENCIES,
 )
-from appeals_common.registries import load_departments, load_source_systems
+from appeals_common.registries import (
+    load_categories,
+    load_departments,
+    load_industry_chains,
+    load_source_systems,
+)
 from appeals_common.schemas import (
     CODE_RE,
     CONTENT_MAX,
     REPLY_SCHEMAS,
     SCHEMA_VERSION,
     TITLE_MAX,
+    ActivitySchema,
     AssignmentMessageSchema,
     DepartmentMessageSchema,
     InboundAppealSchema,
@@ -180,6 +187,13 @@ def problems(schema: Any, value: Any, where: str = "$", closed: bool = True) -> 
                     errors.append(f"{where}: {value!r} has no UTC offset")
             except ValueError:
                 errors.append(f"{where}: {value!r} is not an ISO 8601 date-time")
+        if s.get("format") == "date":
+            try:
+                date.fromisoformat(value)
+                if len(value) != 10:
+                    raise ValueError(value)
+            except ValueError:
+                errors.append(f"{where}: {value!r} is not an ISO 8601 date (YYYY-MM-DD)")
     if _is_type(value, "number") and not s.get("minimum", -sys.maxsize) <= value <= s.get(
             "maximum", sys.maxsize):
         errors.append(f"{where}: {value} out of bounds")
@@ -443,12 +457,45 @@ def test_channel_enum_is_the_reference_list() -> None:
     assert enum_of(props["channel"]) == list(CHANNELS)
 
 
+def test_classification_reference_data_fits_the_document() -> None:
+    """category / industry_chain are codes of config/categories.yaml and
+    config/industry_chains.yaml; intake refuses others, and the examples use known ones."""
+    from services.intake.classification import OTHER_CATEGORY, Classifier
+
+    categories = load_categories(CONFIG)
+    chains = load_industry_chains(CONFIG, load_departments(CONFIG))
+    assert OTHER_CATEGORY == "99" and OTHER_CATEGORY in categories
+    assert "`99`" in SCHEMAS["CategoryCode"]["description"]
+    for code in categories:
+        assert not problems(SCHEMAS["CategoryCode"], code), code
+    for code in chains:
+        assert not problems(SCHEMAS["IndustryChainCode"], code), code
+    props, _ = merged(SCHEMAS["InboundAppeal"])
+    assert "config/categories.yaml" in props["category"]["description"]
+    assert "config/industry_chains.yaml" in props["industry_chain"]["description"]
+    assert "registered" in props["activity_id"]["description"]
+    for name in ("category", "industry_chain"):  # optional, null allowed
+        assert not problems(props[name], None) and name not in SCHEMAS["InboundAppeal"]["required"]
+
+    classifier = Classifier(categories, chains)
+    inbound = MESSAGES["InboundAppeal"]["examples"][0]["payload"]
+    assert classifier.unknown_fields(inbound["category"], inbound["industry_chain"]) == {}
+    assignment = department_messages()["assignment"]["examples"][0]["payload"]
+    assert classifier.unknown_fields(assignment["category"], assignment["industry_chain"]) == {}
+    # The documented refusal is the classifier's wording.
+    refused = next(e["payload"] for e in MESSAGES["Receipt"]["examples"]
+                   if e["name"] == "rejected-unknown-reference")
+    assert classifier.unknown_fields("tax", None) == {"category": refused["errors"]["category"]}
+
+
 def test_other_vocabularies_match() -> None:
     assert enum_of(SCHEMAS["RespondReply"]["properties"]["outcome"]) == list(RESPONSE_OUTCOMES)
     assert enum_of(SCHEMAS["FollowupRecordedData"]["properties"]["grade"]) == list(FOLLOWUP_GRADES)
     receipt_props, _ = merged(SCHEMAS["Receipt"])
     assert set(receipt_props) == set(ReceiptSchema().fields)
     assert enum_of(receipt_props["status"]) == choices(ReceiptSchema().fields["status"])
+    activity_kind = SCHEMAS["ActivityRegisteredData"]["properties"]["kind"]
+    assert enum_of(activity_kind) == list(ACTIVITY_KINDS) == choices(ActivitySchema().fields["kind"])
 
 
 def test_examples_are_accepted_by_the_code() -> None:
@@ -574,9 +621,12 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     from appeals_common.metrics import load_calendar
     from appeals_common.registries import load_routing_rules
     from services.dispatch import usecases as dispatch_uc
+    from services.dispatch.models import Assignment as DispatchAssignment
     from services.dispatch.models import Base as DispatchBase
+    from services.dispatch.models import DispatchAppeal
     from services.dispatch.routing import Router
     from services.intake import usecases as intake_uc
+    from services.intake.classification import Classifier
     from services.intake.models import Base as IntakeBase
     from services.supervision import usecases as supervision_uc
     from services.supervision.models import Base as SupervisionBase
@@ -585,8 +635,10 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     dispatch = _Service("dispatch", DispatchBase, directory)
     supervision = _Service("supervision", SupervisionBase, directory)
     departments = load_departments(CONFIG)
-    sources = set(load_source_systems(CONFIG))
     calendar = load_calendar(CONFIG, Settings().timezone)
+    intake_ctx = intake_uc.IntakeContext(
+        sources=frozenset(load_source_systems(CONFIG)), departments=frozenset(departments),
+        classifier=Classifier(load_categories(CONFIG), load_industry_chains(CONFIG, departments)))
     ctx = dispatch_uc.DispatchContext(
         router=Router.from_config(load_routing_rules(CONFIG, departments)), calendar=calendar,
         policy=DeadlinePolicy(), departments=set(departments))
@@ -610,11 +662,8 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
 
     example = MESSAGES["InboundAppeal"]["examples"][0]["payload"]
 
-    def submit(external_id: str, title: str, content: str, **extra: Any) -> dict[str, Any]:
-        body = {**example, "external_id": external_id, "title": title, "content": content, **extra}
-        status = intake_uc.handle_inbound(intake.runtime, _delivery(
-            body, f"appeal.submit.{body['source_system']}", INBOUND_EXCHANGE), sources)
-        assert status == "accepted", status
+    def settle() -> dict[tuple[str, str], dict[str, Any]]:
+        """Deliver what intake sent, then what dispatch sent in answer; the assignments."""
         to_others(collect(intake))
         assignments = {}
         new = collect(dispatch)
@@ -625,6 +674,13 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
         to_others(new)
         collect(supervision)
         return assignments
+
+    def submit(external_id: str, title: str, content: str, **extra: Any) -> dict[str, Any]:
+        body = {**example, "external_id": external_id, "title": title, "content": content, **extra}
+        status = intake_uc.handle_inbound(intake.runtime, intake_ctx, _delivery(
+            body, f"appeal.submit.{body['source_system']}", INBOUND_EXCHANGE))
+        assert status == "accepted", status
+        return settle()
 
     def reply(assignment: dict[str, Any], action: str, expect: str = "accepted",
               **fields: Any) -> dict[str, Any]:
@@ -686,10 +742,57 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     (closed,) = late["errors"]["action"]
     assert datetime.fromisoformat(closed.rsplit(" ", 1)[1]) == return_by, closed
 
-    # Intake's other answers: duplicate, conflicting repeat, invalid, unknown source.
+    # Staff: an appeal answered on the spot (当场办结) is not dispatched; a satisfied
+    # follow-up closes it.
+    on_spot = intake_uc.register_on_spot(intake.runtime, intake_ctx, {
+        "channel": "clinic_point", "enterprise": example["enterprise"],
+        "title": "营业执照地址变更", "content": "询问营业执照地址变更需要哪些材料。",
+        "answer": "已当场告知所需材料及网上办理入口。"}, STAFF)
+    assert on_spot["state"] == "resolved_on_spot" and not on_spot["duplicate"]
+    assert settle() == {}, "an appeal resolved on the spot is not dispatched"
+    assert _row(dispatch, DispatchAppeal, on_spot["appeal_id"]).state == "registered"
+    supervision_uc.record_followup(supervision.runtime, on_spot["reg_no"],
+                                   {"grade": "satisfied", "resolved": True}, STAFF)
+    to_others(collect(supervision))
+
+    # Staff: an activity, and an appeal taken at it (chain given, no category keyword).
+    activity = intake_uc.register_activity(intake.runtime, intake_ctx, {
+        "kind": "sit_in", "held_on": "2025-03-03", "title": "局长坐诊：商贸消费专场",
+        "lead_unit": "swtcj", "industry_chain": "trade_consumption"}, STAFF)
+    assert settle() == {}
+    with pytest.raises(intake_uc.FieldErrors):  # unknown lead unit: refused, nothing emitted
+        intake_uc.register_activity(intake.runtime, intake_ctx, {
+            "kind": "door_visit", "held_on": "2025-03-04", "title": "上门问诊",
+            "lead_unit": "nobody"}, STAFF)
+    f = submit("F-1", "新店开业咨询", "新店开业前想了解可以享受哪些扶企政策。", channel="sit_in",
+               category=None, industry_chain="trade_consumption",
+               activity_id=activity["activity_id"])
+    assert f, "an appeal taken at an activity is dispatched"
+
+    # Staff reclassify E twice (category, then chain), then withdraw it: dispatch keeps
+    # its copy current and withdraws the open assignment, so a later reply is refused.
+    intake_uc.reclassify(intake.runtime, intake_ctx, lead_e["reg_no"],
+                         {"category": "0301", "reason": "实为奖补资金兑付"}, STAFF)
+    settle()
+    intake_uc.reclassify(intake.runtime, intake_ctx, lead_e["reg_no"],
+                         {"industry_chain": "modern_finance", "reason": "企业属金融链"}, STAFF)
+    settle()
+    copy = _row(dispatch, DispatchAppeal, lead_e["appeal_id"])
+    assert (copy.category, copy.industry_chain) == ("0301", "modern_finance")
+    with pytest.raises(intake_uc.FieldErrors):  # unknown code: refused, nothing emitted
+        intake_uc.reclassify(intake.runtime, intake_ctx, lead_e["reg_no"],
+                             {"category": "tax", "reason": "x"}, STAFF)
+    intake_uc.withdraw(intake.runtime, lead_e["reg_no"], {"reason": "企业已自行解决"}, STAFF)
+    assert settle() == {}
+    assert _row(dispatch, DispatchAssignment, lead_e["assignment_id"]).state == "withdrawn"
+    reply(lead_e, "sign", expect="refused")
+    assert not intake.new_messages() and not dispatch.new_messages()
+
+    # Intake's other answers: duplicate, conflicting repeat, invalid, unknown source,
+    # unknown activity, unknown category and chain.
     def inbound(body: Any, routing_key: str, expect: str) -> None:
-        status = intake_uc.handle_inbound(intake.runtime, _delivery(body, routing_key, INBOUND_EXCHANGE),
-                                          sources)
+        status = intake_uc.handle_inbound(intake.runtime, intake_ctx,
+                                          _delivery(body, routing_key, INBOUND_EXCHANGE))
         assert status == expect
         collect(intake)
 
@@ -701,7 +804,23 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     inbound(bad, "appeal.submit.hotline_12345", "rejected")
     inbound(b"\xff not json", "appeal.submit.hotline_12345", "rejected")
     inbound({**example, "source_system": "nobody"}, "appeal.submit.nobody", "rejected")
+    inbound({**example, "external_id": "G-1", "activity_id": UNKNOWN_ACTIVITY},
+            "appeal.submit.hotline_12345", "rejected")
+    inbound({**example, "external_id": "H-1", "category": "tax", "industry_chain": "steel"},
+            "appeal.submit.hotline_12345", "rejected")
     return sent
+
+
+STAFF = "wang"  # a staff member's token subject
+UNKNOWN_ACTIVITY = "sit_in-20990101-000000"
+
+
+def _row(service: _Service, model: Any, key: str) -> Any:
+    with service.store.read() as session:
+        row = session.get(model, key)
+        assert row is not None, (model, key)
+        session.expunge(row)
+        return row
 
 
 def test_emitted_events_match_their_messages(emitted) -> None:
@@ -776,8 +895,67 @@ def test_emitted_receipts_and_rejected_copies_match(emitted) -> None:
     assert conflict["errors"] == {key: [m.replace(doc_reg_no, original["reg_no"]) for m in messages]
                                   for key, messages in example["errors"].items()}
     rejected_copies = [m for m in emitted if m["routing_key"] == REJECTED_QUEUE]
-    # Four rejections, one of them from an unregistered source that gets no receipt.
-    assert len(rejected_copies) == 4 and statuses.count("rejected") == 3
+    # Six rejections, one of them from an unregistered source that gets no receipt.
+    assert len(rejected_copies) == 6 and statuses.count("rejected") == 5
+    # References intake does not know are refused field by field, worded as documented.
+    (no_activity,) = [r for r in receipts if r["external_id"] == "G-1"]
+    (no_codes,) = [r for r in receipts if r["external_id"] == "H-1"]
+    example = next(e["payload"] for e in MESSAGES["Receipt"]["examples"]
+                   if e["name"] == "rejected-unknown-reference")
+    doc_activity = "sit_in-20250301-a1b2c3"
+    assert no_activity["status"] == no_codes["status"] == "rejected"
+    assert no_activity["errors"] == {"activity_id": [
+        m.replace(doc_activity, UNKNOWN_ACTIVITY) for m in example["errors"]["activity_id"]]}
+    assert no_codes["errors"]["category"] == example["errors"]["category"]
+    assert set(no_codes["errors"]) == {"category", "industry_chain"}
+
+
+def _event_data(emitted: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:
+    bodies = [json.loads(m["body"]) for m in emitted if m["exchange"] == EVENTS_EXCHANGE]
+    return [{**b["data"], "_appeal_id": b["appeal_id"]} for b in bodies
+            if b["event_type"] == event_type]
+
+
+def test_emitted_classification_covers_every_documented_rule(emitted) -> None:
+    """The run registers appeals under every category and chain rule the document names."""
+    registered = _event_data(emitted, "appeal.registered")
+    assert all(r["category"] for r in registered), "category is always set"
+    assert {r["category_rule"].split(":")[0] for r in registered} == {"given", "keyword", "default"}
+    assert {r["chain_rule"].split(":")[0] for r in registered} == {
+        "given", "keyword", "enterprise-history", "none"}
+    assert {r["category"] for r in registered if r["category_rule"] == "default"} == {"99"}
+    for r in registered:
+        assert (r["industry_chain"] is None) == (r["chain_rule"] == "none"), r["reg_no"]
+        if r["chain_rule"].startswith("enterprise-history:"):
+            earlier = r["chain_rule"].split(":", 1)[1]
+            assert any(e["reg_no"] == earlier and e["industry_chain"] == r["industry_chain"]
+                       for e in registered)
+    reg_nos = {r["reg_no"] for r in registered}
+    flagged = [r for r in registered if r["possible_duplicate_of"]]
+    assert flagged and all(r["possible_duplicate_of"] in reg_nos for r in flagged)
+
+
+def test_emitted_staff_events_tell_consumers_enough(emitted) -> None:
+    registered = _event_data(emitted, "appeal.registered")
+    dispatched = {d["_appeal_id"] for d in _event_data(emitted, "appeal.dispatched")}
+    # 当场办结: flagged on registration, followed by resolved_on_spot, never dispatched.
+    (on_spot,) = [r for r in registered if r["resolved_on_spot"]]
+    assert on_spot["source_system"] == "staff" and on_spot["registered_by"] == STAFF
+    (resolved,) = _event_data(emitted, "appeal.resolved_on_spot")
+    assert resolved["_appeal_id"] == on_spot["_appeal_id"] and resolved["actor"] == STAFF
+    assert on_spot["_appeal_id"] not in dispatched
+    assert all(r["_appeal_id"] in dispatched for r in registered if not r["resolved_on_spot"])
+    # Activities: appeal_id null; an appeal taken at one names it.
+    (activity,) = _event_data(emitted, "activity.registered")
+    assert activity["_appeal_id"] is None
+    assert [r["reg_no"] for r in registered if r["activity_id"] == activity["activity_id"]]
+    # Reclassification keeps the codes and rules before; the second sees the first's rule.
+    first, second = _event_data(emitted, "appeal.reclassified")
+    assert first["reg_no"] == second["reg_no"] and first["category"] == second["category"]
+    assert second["previous"]["category_rule"] == f"staff:{STAFF}"
+    assert second["previous"]["industry_chain"] == first["industry_chain"]
+    (withdrawn,) = _event_data(emitted, "appeal.withdrawn")
+    assert withdrawn["reg_no"] == first["reg_no"] and withdrawn["actor"] == STAFF
 
 
 def test_retry_and_dead_letter_headers_match() -> None:

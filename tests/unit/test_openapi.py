@@ -1,0 +1,438 @@
+"""docs/openapi.yaml stays true to the code. No network, no broker, no database.
+
+* the document is valid OpenAPI 3.1;
+* its operations are exactly the nameko @http entrypoints of the four service classes,
+  each on the service (port) that serves it, with the roles its `api(...)` decorator
+  allows;
+* its request bodies mirror the marshmallow schemas the use cases load (field names
+  with data_key, required, nullability, defaults, lengths, enums, ranges, patterns),
+  and agree with them on sample bodies; the query parameters of GET /appeals are
+  SearchSchema's fields.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate
+from openapi_spec_validator import validate as validate_spec
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from appeals_common.reference import ROLES
+from appeals_common.schemas import (
+    ActivitySchema,
+    FollowupSchema,
+    OnSpotAppealSchema,
+    ReclassifySchema,
+    SearchSchema,
+    StaffAppealSchema,
+    WithdrawSchema,
+)
+from appeals_common.settings import DEFAULT_HTTP_PORTS
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # eventlet's deprecation notice, through nameko
+    from nameko.web.handlers import HttpRequestHandler
+
+    from services.dispatch.service import DispatchService
+    from services.intake.service import IntakeService
+    from services.reporting.service import ReportingService
+    from services.supervision.service import SupervisionService
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+SERVICE_CLASSES = {"intake": IntakeService, "dispatch": DispatchService,
+                   "supervision": SupervisionService, "reporting": ReportingService}
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+SPEC_URI = "urn:appeals:openapi"
+
+# Request body of each operation -> the marshmallow schema its use case loads.
+REQUEST_SCHEMAS: dict[tuple[str, str], type[Schema]] = {
+    ("POST", "/appeals"): StaffAppealSchema,
+    ("POST", "/appeals/on-spot"): OnSpotAppealSchema,
+    ("POST", "/appeals/{reg_no}/classification"): ReclassifySchema,
+    ("POST", "/appeals/{reg_no}/withdrawal"): WithdrawSchema,
+    ("POST", "/activities"): ActivitySchema,
+    ("POST", "/appeals/{reg_no}/followups"): FollowupSchema,
+}
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    return yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def werkzeug_to_openapi(rule: str) -> str:
+    """`/appeals/<string:reg_no>/clock` -> `/appeals/{reg_no}/clock`."""
+    return re.sub(r"<(?:[^<>:]+:)?([^<>:]+)>", r"{\1}", rule)
+
+
+def http_entrypoints(cls: type) -> dict[tuple[str, str], Any]:
+    """(METHOD, OpenAPI path) -> the method, for every nameko @http entrypoint of `cls`
+    (inherited ones, /health and /metrics, included)."""
+    found: dict[tuple[str, str], Any] = {}
+    for _, fn in inspect.getmembers(cls, inspect.isfunction):
+        for entrypoint in getattr(fn, "nameko_entrypoints", ()):
+            if isinstance(entrypoint, HttpRequestHandler):
+                for method in entrypoint.method.split(","):
+                    found[(method.strip().upper(), werkzeug_to_openapi(entrypoint.url))] = fn
+    return found
+
+
+def code_routes() -> dict[tuple[str, str], dict[str, Any]]:
+    """(METHOD, path) -> {service name -> method} over the four services."""
+    routes: dict[tuple[str, str], dict[str, Any]] = {}
+    for service, cls in SERVICE_CLASSES.items():
+        for key, fn in http_entrypoints(cls).items():
+            routes.setdefault(key, {})[service] = fn
+    return routes
+
+
+def operations(spec: dict) -> dict[tuple[str, str], dict]:
+    return {(method.upper(), path): op for path, item in spec["paths"].items()
+            for method, op in item.items() if method in HTTP_METHODS}
+
+
+def server_services(spec: dict, path: str, op: dict) -> set[str]:
+    """The services an operation is served by: its nearest `servers`, named by
+    description, each on that service's default port."""
+    servers = op.get("servers") or spec["paths"][path].get("servers") or spec["servers"]
+    services = set()
+    for server in servers:
+        url = server["url"]
+        for name, var in (server.get("variables") or {}).items():
+            url = url.replace("{" + name + "}", var["default"])
+        service = server["description"]
+        assert urlsplit(url).port == DEFAULT_HTTP_PORTS[service], (path, server)
+        services.add(service)
+    return services
+
+
+def api_roles(fn: Any) -> tuple[str, ...] | None:
+    """The roles given to `appeals_common.http.api(...)` on an entrypoint, or None when the
+    entrypoint is not wrapped by it (no authentication)."""
+    if not hasattr(fn, "__wrapped__"):
+        return None
+    return inspect.getclosurevars(fn).nonlocals.get("roles")
+
+
+def deref(spec: dict, node: dict) -> dict:
+    """Follow local $refs; sibling keywords of a $ref (e.g. `default`) are kept."""
+    node = dict(node)
+    while "$ref" in node:
+        ref = node.pop("$ref")
+        assert ref.startswith("#/"), ref
+        target: Any = spec
+        for part in ref[2:].split("/"):
+            target = target[part]
+        node = {**target, **node}
+    return node
+
+
+def types_of(schema: dict) -> set[str]:
+    declared = schema.get("type")
+    if declared is None and "anyOf" in schema:
+        return set().union(*(types_of(s) for s in schema["anyOf"]))
+    if declared is None and "const" in schema:
+        return {"string"}
+    return {declared} if isinstance(declared, str) else set(declared or ())
+
+
+JSON_TYPES: list[tuple[type, str, str | None]] = [  # most specific first
+    (fields.Nested, "object", None),
+    (fields.List, "array", None),
+    (fields.Boolean, "boolean", None),
+    (fields.Integer, "integer", None),
+    (fields.DateTime, "string", "date-time"),
+    (fields.Date, "string", "date"),
+    (fields.Url, "string", "uri"),
+    (fields.String, "string", None),
+]
+
+
+def compare_field(spec: dict, where: str, field: fields.Field, doc: dict,
+                  check_null: bool = True) -> None:
+    doc = deref(spec, doc)
+    json_type, fmt = next((t, f) for cls, t, f in JSON_TYPES if isinstance(field, cls))
+    types = types_of(doc)
+    assert types - {"null"} == {json_type}, f"{where}: type {types}, field is {json_type}"
+    if fmt:
+        assert doc.get("format") == fmt, f"{where}: format {doc.get('format')!r}, expected {fmt}"
+    if check_null:
+        assert ("null" in types) == field.allow_none, f"{where}: nullable {field.allow_none}"
+        default = field.load_default
+        if default is not missing:
+            expected = default() if callable(default) else default
+            assert doc.get("default", missing) == expected, f"{where}: default"
+    for validator in field.validators:
+        if isinstance(validator, validate.URL):
+            assert set(validator.schemes or ()) == {"https"}, f"{where}: schemes"
+            assert doc.get("pattern") == "^https://", f"{where}: only https URLs are accepted"
+        elif isinstance(validator, validate.Length):
+            low, high = ("minItems", "maxItems") if json_type == "array" else \
+                ("minLength", "maxLength")
+            assert doc.get(low) == validator.min, f"{where}: {low}"
+            assert doc.get(high) == validator.max, f"{where}: {high}"
+        elif isinstance(validator, validate.OneOf):
+            assert set(doc.get("enum", ())) - {None} == set(validator.choices), f"{where}: enum"
+        elif isinstance(validator, validate.Range):
+            assert doc.get("minimum") == validator.min, f"{where}: minimum"
+            assert doc.get("maximum") == validator.max, f"{where}: maximum"
+        elif isinstance(validator, validate.Regexp):
+            assert doc.get("pattern") == validator.regex.pattern, f"{where}: pattern"
+        elif isinstance(validator, validate.Equal):
+            assert doc.get("const") == validator.comparable, f"{where}: const"
+    if isinstance(field, fields.Nested):
+        compare_schema(spec, where, field.schema, doc)
+    if isinstance(field, fields.List):
+        compare_field(spec, f"{where}[]", field.inner, doc["items"])
+
+
+def compare_schema(spec: dict, where: str, schema: Schema, doc: dict) -> None:
+    doc = deref(spec, doc)
+    load_fields = {field.data_key or name: field for name, field in schema.load_fields.items()}
+    assert set(doc.get("properties", {})) == set(load_fields), f"{where}: properties"
+    required = {key for key, field in load_fields.items() if field.required}
+    assert set(doc.get("required", ())) == required, f"{where}: required"
+    strict = schema.unknown == RAISE
+    assert (doc.get("additionalProperties") is False) == strict, \
+        f"{where}: additionalProperties must be false iff unknown fields are refused"
+    for key, field in load_fields.items():
+        compare_field(spec, f"{where}.{key}", field, doc["properties"][key])
+
+
+def body_schema(spec: dict, method: str, path: str) -> dict:
+    op = operations(spec)[(method, path)]
+    return op["requestBody"]["content"]["application/json"]["schema"]
+
+
+def validator_for_ref(spec: dict, ref: str) -> jsonschema.protocols.Validator:
+    registry = Registry().with_resource(SPEC_URI, Resource.from_contents(
+        spec, default_specification=DRAFT202012))
+    cls = jsonschema.validators.validator_for({}, default=jsonschema.Draft202012Validator)
+    return cls({"$ref": SPEC_URI + ref}, registry=registry)
+
+
+# --- (1) the document ------------------------------------------------------------------------
+
+def test_document_is_valid_openapi_3_1(spec):
+    assert spec["openapi"].startswith("3.1")
+    validate_spec(spec)
+
+
+def test_operation_ids_are_unique(spec):
+    ids = [op["operationId"] for op in operations(spec).values()]
+    assert len(ids) == len(set(ids))
+
+
+# --- (2) the routes --------------------------------------------------------------------------
+
+def test_operations_are_exactly_the_http_entrypoints(spec):
+    documented = set(operations(spec))
+    in_code = set(code_routes())
+    assert documented - in_code == set(), "documented but not served"
+    assert in_code - documented == set(), "served but not documented"
+
+
+def test_each_operation_names_the_services_serving_it(spec):
+    routes = code_routes()
+    for (method, path), op in operations(spec).items():
+        assert server_services(spec, path, op) == set(routes[(method, path)]), (method, path)
+
+
+def test_found_every_service_route():
+    """The introspection itself sees what the services declare (guards the test above)."""
+    routes = code_routes()
+    assert ("GET", "/appeals/{reg_no}/clock") in routes
+    assert set(routes[("GET", "/health")]) == set(SERVICE_CLASSES)
+    assert set(routes[("GET", "/metrics")]) == set(SERVICE_CLASSES)
+    assert len(routes) == 14
+
+
+def test_roles_and_security_match_the_api_decorator(spec):
+    routes = code_routes()
+    for key, op in operations(spec).items():
+        roles = {api_roles(fn) for fn in routes[key].values()}
+        assert len(roles) == 1, f"{key}: served with different roles {roles}"
+        (allowed,) = roles
+        if allowed is None:  # not authenticated: /health, /metrics
+            assert op.get("security") == [], f"{key}: needs no token"
+            assert "x-roles" not in op
+            continue
+        assert op.get("security", spec["security"]) == [{"bearerAuth": []}], key
+        assert set(op["x-roles"]) == set(allowed), f"{key}: x-roles vs api{allowed}"
+        assert set(op["x-roles"]) <= set(ROLES)
+        for role in allowed:
+            assert role in op["description"], f"{key}: description should name role {role}"
+        assert {"401", "403"} <= set(op["responses"]), f"{key}: 401/403 documented"
+
+
+def test_path_parameters_are_declared(spec):
+    for path, item in spec["paths"].items():
+        names = set(re.findall(r"{([^}]+)}", path))
+        for method in (m for m in item if m in HTTP_METHODS):
+            declared = {deref(spec, p)["name"] for p in
+                        [*item.get("parameters", ()), *item[method].get("parameters", ())]
+                        if deref(spec, p)["in"] == "path"}
+            assert declared == names, (method, path)
+            if names:
+                assert "404" in item[method]["responses"], (method, path)
+
+
+def test_error_responses_have_their_body_shapes(spec):
+    for (method, path), op in operations(spec).items():
+        for status, response in op["responses"].items():
+            response = deref(spec, response)
+            if status.startswith(("4", "5")) and path != "/health":
+                schema = deref(spec, response["content"]["application/json"]["schema"])
+                assert "error" in schema["required"], (method, path, status)
+            if status == "422":
+                assert schema["properties"]["error"]["const"] == "invalid input"
+                assert "errors" in schema["required"]
+
+
+# --- (3) request bodies and query parameters -------------------------------------------------
+
+@pytest.mark.parametrize("key", list(REQUEST_SCHEMAS), ids=lambda k: f"{k[0]} {k[1]}")
+def test_request_body_mirrors_the_marshmallow_schema(spec, key):
+    method, path = key
+    op = operations(spec)[key]
+    assert op["requestBody"]["required"] is True
+    assert set(op["requestBody"]["content"]) == {"application/json"}
+    compare_schema(spec, f"{method} {path}", REQUEST_SCHEMAS[key](), body_schema(spec, *key))
+    for status in ("400", "413", "422"):
+        assert status in op["responses"], f"{key}: a JSON body can be refused with {status}"
+
+
+def test_only_the_documented_operations_take_a_body(spec):
+    with_body = {key for key, op in operations(spec).items() if "requestBody" in op}
+    assert with_body == set(REQUEST_SCHEMAS)
+
+
+def test_search_parameters_are_the_search_schema(spec):
+    op = operations(spec)[("GET", "/appeals")]
+    params = {p["name"]: p for p in map(lambda p: deref(spec, p), op["parameters"])
+              if p["in"] == "query"}
+    schema = SearchSchema()
+    load_fields = {field.data_key or name: field for name, field in schema.load_fields.items()}
+    assert set(params) == set(load_fields)
+    assert {"from", "to"} <= set(params)
+    for name, field in load_fields.items():
+        assert params[name].get("required", False) == field.required, name
+        compare_field(spec, f"GET /appeals?{name}", field, params[name]["schema"],
+                      check_null=False)
+        default = field.load_default
+        if default not in (missing, None):
+            assert params[name]["schema"].get("default") == default, name
+
+
+BASE_APPEAL = {
+    "channel": "sit_in",
+    "enterprise": {"name": "某某科技有限公司", "uscc": "91110000600037341L",
+                   "contact_name": "张三", "contact_phone": "13800138000"},
+    "title": "施工许可办理进度慢", "content": "我公司施工许可申请已提交两周，尚无答复。",
+}
+
+
+def _with(base: dict, **changes: Any) -> dict:
+    body = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is missing:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    return body
+
+
+AGREEMENT_CASES: list[tuple[str, type[Schema], dict]] = [
+    ("StaffAppeal", StaffAppealSchema, BASE_APPEAL),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, category=None, external_id="x-1",
+                                             urgency="urgent")),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, title=missing)),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, title="")),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, title="题" * 201)),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, channel="fax")),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, urgency=None)),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, surprise=1)),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, external_id="")),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, answer="已答复")),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, attachments=[
+        {"name": "a.pdf", "url": "https://files.example.cn/a.pdf"}])),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, attachments=[
+        {"name": "a.pdf", "url": "http://files.example.cn/a.pdf"}])),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, attachments=[
+        {"name": "a.pdf", "url": "https://files.example.cn/a.pdf"}] * 21)),
+    ("StaffAppeal", StaffAppealSchema, _with(BASE_APPEAL, enterprise={
+        **BASE_APPEAL["enterprise"], "contact_name": "名" * 51})),
+    ("OnSpotAppeal", OnSpotAppealSchema, _with(BASE_APPEAL, answer="已当场答复")),
+    ("OnSpotAppeal", OnSpotAppealSchema, BASE_APPEAL),
+    ("OnSpotAppeal", OnSpotAppealSchema, _with(BASE_APPEAL, answer="")),
+    ("Reclassify", ReclassifySchema, {"category": "0102", "reason": "纠正"}),
+    ("Reclassify", ReclassifySchema, {"industry_chain": "digital_economy", "reason": "纠正"}),
+    ("Reclassify", ReclassifySchema, {"category": "0102", "industry_chain": None,
+                                      "reason": "纠正"}),
+    ("Reclassify", ReclassifySchema, {"reason": "纠正"}),
+    ("Reclassify", ReclassifySchema, {"category": None, "industry_chain": None,
+                                      "reason": "纠正"}),
+    ("Reclassify", ReclassifySchema, {"category": "0102"}),
+    ("Reclassify", ReclassifySchema, {"category": "c" * 65, "reason": "纠正"}),
+    ("Withdraw", WithdrawSchema, {"reason": "企业自行解决"}),
+    ("Withdraw", WithdrawSchema, {"reason": ""}),
+    ("Withdraw", WithdrawSchema, {}),
+    ("Withdraw", WithdrawSchema, {"reason": "r", "actor": "x"}),
+    ("ActivityInput", ActivitySchema, {"kind": "sit_in", "held_on": "2026-11-27",
+                                       "title": "局长坐诊", "lead_unit": "zjj"}),
+    ("ActivityInput", ActivitySchema, {"kind": "sit_in", "held_on": "2026-11-27",
+                                       "title": "局长坐诊", "lead_unit": "zjj",
+                                       "activity_id": "sit-in-2026", "industry_chain": None}),
+    ("ActivityInput", ActivitySchema, {"kind": "sit_in", "held_on": "2026-11-27",
+                                       "title": "局长坐诊", "lead_unit": "ZJJ"}),
+    ("ActivityInput", ActivitySchema, {"kind": "webinar", "held_on": "2026-11-27",
+                                       "title": "局长坐诊", "lead_unit": "zjj"}),
+    ("ActivityInput", ActivitySchema, {"kind": "sit_in", "title": "局长坐诊",
+                                       "lead_unit": "zjj"}),
+    ("Followup", FollowupSchema, {"grade": "satisfied", "resolved": True}),
+    ("Followup", FollowupSchema, {"grade": "unsatisfied", "resolved": False,
+                                  "comments": "", "contact_attempts": 20}),
+    ("Followup", FollowupSchema, {"grade": "satisfied", "resolved": True,
+                                  "contact_attempts": 0}),
+    ("Followup", FollowupSchema, {"grade": "satisfied", "resolved": True,
+                                  "contact_attempts": 21}),
+    ("Followup", FollowupSchema, {"grade": "great", "resolved": True}),
+    ("Followup", FollowupSchema, {"grade": "satisfied"}),
+    ("Followup", FollowupSchema, {"grade": "satisfied", "resolved": True, "comments": None}),
+]
+
+
+@pytest.mark.parametrize(("component", "schema_cls", "body"), AGREEMENT_CASES,
+                         ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(AGREEMENT_CASES)])
+def test_document_and_marshmallow_agree_on_sample_bodies(spec, component, schema_cls, body):
+    try:
+        schema_cls().load(copy.deepcopy(body))
+        marshmallow_ok = True
+    except ValidationError:
+        marshmallow_ok = False
+    doc_errors = list(validator_for_ref(spec, f"#/components/schemas/{component}")
+                      .iter_errors(body))
+    assert (not doc_errors) == marshmallow_ok, (marshmallow_ok, [e.message for e in doc_errors])
+
+
+def test_request_components_are_the_ones_referenced(spec):
+    expected = {("POST", "/appeals"): "StaffAppeal", ("POST", "/appeals/on-spot"): "OnSpotAppeal",
+                ("POST", "/appeals/{reg_no}/classification"): "Reclassify",
+                ("POST", "/appeals/{reg_no}/withdrawal"): "Withdraw",
+                ("POST", "/activities"): "ActivityInput",
+                ("POST", "/appeals/{reg_no}/followups"): "Followup"}
+    for key, name in expected.items():
+        assert body_schema(spec, *key) == {"$ref": f"#/components/schemas/{name}"}
