@@ -176,6 +176,7 @@ class UnitOfWork:
         self.producer = producer
         self.now = now
         self.messages: list[dict[str, Any]] = []
+        self._events_emitted = 0
 
     def enter_critical_section(self) -> None:
         """From here to commit, database waits do not yield to other green threads
@@ -209,7 +210,11 @@ class UnitOfWork:
 
     def emit(self, event_type: str, data: dict[str, Any], *, appeal_id: str | None = None,
              correlation_id: str | None = None) -> Event:
-        evt = Event(event_type=event_type, producer=self.producer, occurred_at=self.now,
+        # Events of one transaction are stamped a microsecond apart, in the order they
+        # were emitted, so every consumer can put them back in that order.
+        occurred_at = self.now + timedelta(microseconds=self._events_emitted)
+        self._events_emitted += 1
+        evt = Event(event_type=event_type, producer=self.producer, occurred_at=occurred_at,
                     data=data, appeal_id=appeal_id, correlation_id=correlation_id)
         self.send(EVENTS_EXCHANGE, event_type, evt.to_json(), message_id=evt.event_id)
         return evt

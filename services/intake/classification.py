@@ -26,10 +26,11 @@ class Classifier:
         self._by_depth = sorted(categories.values(), key=lambda c: -len(c.code))
 
     def unknown_fields(self, category: str | None, chain: str | None) -> dict[str, list[str]]:
+        # Empty means "not given", as in classify().
         errors: dict[str, list[str]] = {}
-        if category is not None and category not in self.categories:
+        if category and category not in self.categories:
             errors["category"] = [f"unknown category {category!r}"]
-        if chain is not None and chain not in self.chains:
+        if chain and chain not in self.chains:
             errors["industry_chain"] = [f"unknown industry chain {chain!r}"]
         return errors
 

@@ -114,11 +114,13 @@ def _check_references(uow: UnitOfWork, ctx: IntakeContext, data: dict[str, Any])
 
 
 def _known_chain(uow: UnitOfWork, uscc: str) -> tuple[str, str] | None:
-    """The chain of the enterprise's latest appeal that had one."""
+    """The chain of the enterprise's latest appeal whose chain was given or set by staff."""
+    # Only a chain a person stated: a keyword guess must not spread to every later appeal.
     row = uow.session.execute(
         select(Appeal.industry_chain, Appeal.reg_no)
-        .where(Appeal.uscc == uscc, Appeal.industry_chain.is_not(None))
-        .order_by(Appeal.registered_at.desc()).limit(1)
+        .where(Appeal.uscc == uscc, Appeal.industry_chain.is_not(None),
+               or_(Appeal.chain_rule == "given", Appeal.chain_rule.startswith("staff:")))
+        .order_by(Appeal.registered_at.desc(), Appeal.reg_no.desc()).limit(1)
     ).first()
     return (row[0], row[1]) if row else None
 
@@ -131,7 +133,7 @@ def _possible_duplicate(uow: UnitOfWork, ctx: IntakeContext, uscc: str, text: st
     for reg_no, title, content in uow.session.execute(
             select(Appeal.reg_no, Appeal.title, Appeal.content)
             .where(Appeal.uscc == uscc, Appeal.registered_at >= since)
-            .order_by(Appeal.registered_at.desc()).limit(50)):
+            .order_by(Appeal.registered_at.desc(), Appeal.reg_no.desc()).limit(50)):
         score = similarity(text, f"{title}\n{content}")
         if score >= ctx.duplicate_threshold and (best is None or score > best[1]):
             best = (reg_no, round(score, 3))

@@ -612,6 +612,9 @@ def _events(messages: list[dict[str, Any]]) -> list[Any]:
 def emitted(tmp_path_factory) -> list[dict[str, Any]]:
     """Run appeals through intake, dispatch and supervision; every message they send.
 
+    Besides appeals from source systems and department replies, staff register an appeal
+    on the spot, an activity (and an appeal taken at it), reclassify and withdraw.
+
     Timestamps make the real round trip through SQLite (`appeals_common.db.UtcDateTime`):
     deadlines stored at assignment are read back aware and compared with aware times."""
     return _run_appeals(tmp_path_factory.mktemp("asyncapi"))
@@ -764,10 +767,15 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
         intake_uc.register_activity(intake.runtime, intake_ctx, {
             "kind": "door_visit", "held_on": "2025-03-04", "title": "上门问诊",
             "lead_unit": "nobody"}, STAFF)
+    assert not intake.new_messages()
     f = submit("F-1", "新店开业咨询", "新店开业前想了解可以享受哪些扶企政策。", channel="sit_in",
                category=None, industry_chain="trade_consumption",
                activity_id=activity["activity_id"])
     assert f, "an appeal taken at an activity is dispatched"
+    # The same enterprise again, with nothing in the text naming a chain: the chain F-1
+    # was given carries over (enterprise-history).
+    assert submit("F-2", "办事流程咨询", "想了解办事需要准备哪些材料。", channel="online",
+                  category=None, industry_chain=None)
 
     # Staff reclassify E twice (category, then chain), then withdraw it: dispatch keeps
     # its copy current and withdraws the open assignment, so a later reply is refused.
@@ -777,16 +785,16 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     intake_uc.reclassify(intake.runtime, intake_ctx, lead_e["reg_no"],
                          {"industry_chain": "modern_finance", "reason": "企业属金融链"}, STAFF)
     settle()
-    copy = _row(dispatch, DispatchAppeal, lead_e["appeal_id"])
-    assert (copy.category, copy.industry_chain) == ("0301", "modern_finance")
+    dispatch_copy = _row(dispatch, DispatchAppeal, lead_e["appeal_id"])
+    assert (dispatch_copy.category, dispatch_copy.industry_chain) == ("0301", "modern_finance")
     with pytest.raises(intake_uc.FieldErrors):  # unknown code: refused, nothing emitted
         intake_uc.reclassify(intake.runtime, intake_ctx, lead_e["reg_no"],
                              {"category": "tax", "reason": "x"}, STAFF)
+    assert not intake.new_messages()
     intake_uc.withdraw(intake.runtime, lead_e["reg_no"], {"reason": "企业已自行解决"}, STAFF)
     assert settle() == {}
     assert _row(dispatch, DispatchAssignment, lead_e["assignment_id"]).state == "withdrawn"
     reply(lead_e, "sign", expect="refused")
-    assert not intake.new_messages() and not dispatch.new_messages()
 
     # Intake's other answers: duplicate, conflicting repeat, invalid, unknown source,
     # unknown activity, unknown category and chain.
