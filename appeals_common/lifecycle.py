@@ -6,10 +6,12 @@ refused with a message saying what was tried and what is allowed.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 APPEAL_STATES = ("registered", "resolved_on_spot", "dispatched", "in_progress", "responded",
                  "reopened", "closed", "withdrawn")
+FINAL_STATES = frozenset({"closed", "withdrawn"})
 OPEN_STATES = frozenset({"registered", "dispatched", "in_progress", "responded", "reopened"})
 
 # action -> (states it may start from, state it leads to)
@@ -74,3 +76,16 @@ def appeal_state_after(event_type: str, data: dict[str, Any]) -> str | None:
         "appeal.closed": "closed",
         "appeal.withdrawn": "withdrawn",
     }.get(event_type)
+
+
+def project_state(current: str, current_at: datetime, event_type: str, data: dict[str, Any],
+                  occurred_at: datetime) -> tuple[str, datetime]:
+    """A projection's appeal state after an event that may arrive out of order.
+
+    Events from several services race each other: the latest one wins, except that a
+    closed or withdrawn appeal stays so (a dispatch racing a withdrawal must not revive it).
+    """
+    new_state = appeal_state_after(event_type, data)
+    if new_state is None or current in FINAL_STATES or occurred_at < current_at:
+        return current, current_at
+    return new_state, occurred_at

@@ -18,7 +18,6 @@ from appeals_common.deadlines import DeadlinePolicy
 from appeals_common.envelope import Event
 from appeals_common.lifecycle import (
     IllegalTransition,
-    appeal_state_after,
     next_appeal_state,
     next_assignment_state,
 )
@@ -74,11 +73,6 @@ def on_event(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
             appeal.industry_chain = event.data["industry_chain"]
         elif event.event_type == "appeal.withdrawn":
             _withdraw(uow, event)
-        else:
-            appeal = uow.session.get(DispatchAppeal, event.appeal_id)
-            state = appeal_state_after(event.event_type, event.data)
-            if appeal is not None and state:
-                appeal.state = state
 
 
 def _copy_appeal(uow: UnitOfWork, event: Event) -> DispatchAppeal:

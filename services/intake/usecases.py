@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from appeals_common.db import UnitOfWork
 from appeals_common.envelope import Event
 from appeals_common.http import Conflict, NotFound
-from appeals_common.lifecycle import IllegalTransition, appeal_state_after, next_appeal_state
+from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.schemas import (
     MAX_BODY_BYTES,
@@ -70,7 +70,7 @@ class DuplicateConflict(Exception):
 
     def __init__(self, appeal: Appeal) -> None:
         super().__init__(f"external_id was already used for {appeal.reg_no} with different content")
-        self.appeal = appeal
+        self.reg_no = appeal.reg_no  # read now: the session may be gone when it is handled
 
 
 @dataclass(frozen=True)
@@ -250,9 +250,9 @@ def handle_inbound(runtime: ServiceRuntime, ctx: IntakeContext, delivery: Delive
                                   actor=f"system:{rk_source}", correlation_id=delivery.message_id)
             except DuplicateConflict as conflict:
                 log.warning("conflicting repeat of %s/%s (original %s)", rk_source, external_id,
-                            conflict.appeal.reg_no)
+                            conflict.reg_no)
                 _reject(uow, ctx, delivery, rk_source, external_id,
-                        {"external_id": [f"already used for {conflict.appeal.reg_no} with "
+                        {"external_id": [f"already used for {conflict.reg_no} with "
                                          "different content"]})
                 return "rejected"
             except FieldErrors as refused:
@@ -357,7 +357,7 @@ def _staff_register(runtime: ServiceRuntime, ctx: IntakeContext, data: dict[str,
             return {**appeal_summary(result.appeal), "duplicate": result.duplicate}
     except DuplicateConflict as conflict:
         raise Conflict(str(conflict), {"external_id": [
-            f"already used for {conflict.appeal.reg_no} with different content"]}) from None
+            f"already used for {conflict.reg_no} with different content"]}) from None
 
 
 def _locked_appeal(uow: UnitOfWork, reg_no: str) -> Appeal:
@@ -515,8 +515,7 @@ def apply_event(runtime: ServiceRuntime, delivery: Delivery) -> None:
         if appeal is None:
             raise LookupError(f"event {event.event_id} for unknown appeal {event.appeal_id}")
         _add_timeline(uow, event, actor=event.data.get("actor"), detail=event.data)
-        new_state = appeal_state_after(event.event_type, event.data)
-        if new_state and event.occurred_at >= appeal.state_at:
-            appeal.state, appeal.state_at = new_state, event.occurred_at
+        appeal.state, appeal.state_at = project_state(
+            appeal.state, appeal.state_at, event.event_type, event.data, event.occurred_at)
         if event.event_type == "appeal.dispatched":
             appeal.units = json.dumps(event.data.get("units", {}), ensure_ascii=False)

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from appeals_common.envelope import Event
-from appeals_common.lifecycle import OPEN_STATES, appeal_state_after
+from appeals_common.lifecycle import OPEN_STATES, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
 from services.reporting.models import AppealFact, ArchivedEvent
@@ -55,9 +55,8 @@ def project(session: Session, event: Event) -> None:
         fact.category, fact.industry_chain = data["category"], data["industry_chain"]
     elif event.event_type == "appeal.closed":
         fact.closed_at, fact.closed_on_time = event.occurred_at, data.get("on_time")
-    new_state = appeal_state_after(event.event_type, data)
-    if new_state and event.occurred_at >= fact.state_at:
-        fact.state, fact.state_at = new_state, event.occurred_at
+    fact.state, fact.state_at = project_state(fact.state, fact.state_at, event.event_type,
+                                                data, event.occurred_at)
 
 
 def rebuild(runtime: ServiceRuntime) -> int:

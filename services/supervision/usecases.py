@@ -10,7 +10,7 @@ from sqlalchemy import select
 from appeals_common.calendar import WorkingCalendar
 from appeals_common.envelope import Event
 from appeals_common.http import Conflict, NotFound
-from appeals_common.lifecycle import IllegalTransition, appeal_state_after, next_appeal_state
+from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
 from appeals_common.schemas import FollowupSchema
@@ -52,9 +52,8 @@ def _apply(appeal: SupervisedAppeal, event: Event, calendar: WorkingCalendar) ->
     elif event.event_type == "appeal.resolved_on_spot":
         appeal.followup_by = calendar.add_working_days(event.occurred_at,
                                                        FOLLOWUP_WORKING_DAYS).at
-    new_state = appeal_state_after(event.event_type, data)
-    if new_state and event.occurred_at >= appeal.state_at:
-        appeal.state, appeal.state_at = new_state, event.occurred_at
+    appeal.state, appeal.state_at = project_state(appeal.state, appeal.state_at, event.event_type,
+                                                data, event.occurred_at)
 
 
 def record_followup(runtime: ServiceRuntime, reg_no: str, payload: Any, actor: str) -> dict:
@@ -100,6 +99,8 @@ def get_clock(runtime: ServiceRuntime, reg_no: str) -> dict | None:
             SupervisedAppeal.reg_no == reg_no)).first()
         if appeal is None:
             return None
+        times = {name: (value.isoformat() if value else None) for name, value in (
+            ("respond_by", appeal.respond_by), ("responded_at", appeal.responded_at),
+            ("followup_by", appeal.followup_by), ("closed_at", appeal.closed_at))}
         return {"reg_no": appeal.reg_no, "state": appeal.state, "lead_dept": appeal.lead_dept,
-                "respond_by": appeal.respond_by, "responded_at": appeal.responded_at,
-                "followup_by": appeal.followup_by, "closed_at": appeal.closed_at}
+                **times}

@@ -157,3 +157,24 @@ def test_search_by_enterprise_state_channel_and_dates_paginated(runtime):
         usecases.search(runtime, {"page_size": "1000"})
     with pytest.raises(ValidationError):
         usecases.search(runtime, {"colour": "red"})
+
+
+def test_a_repeat_a_month_later_is_still_a_duplicate(runtime):
+    from tests.e2e.bus import appeal_body
+
+    body = json.dumps(appeal_body(external_id="hotline-2026-42")).encode()
+
+    def deliver(message_id: str) -> str:
+        from appeals_common.nameko_ext import Delivery
+
+        return usecases.handle_inbound(runtime, CTX, Delivery(
+            body=body, routing_key="appeal.submit.hotline_12345", exchange="appeals.inbound",
+            message_id=message_id, content_type="application/json", headers={}, attempt=1))
+
+    assert deliver("m-1") == "accepted"
+    runtime.clock = FixedClock(NOW + timedelta(days=35))
+    assert deliver("m-2") == "duplicate"
+    assert deliver("m-2") == "redelivered", "the same message again is only acknowledged"
+    receipts = [m["json"] for m in outbox(runtime) if m["routing_key"] == "receipt.hotline_12345"]
+    assert [r["status"] for r in receipts] == ["accepted", "duplicate"]
+    assert receipts[0]["reg_no"] == receipts[1]["reg_no"]

@@ -57,3 +57,19 @@ def test_projection_state_after_events():
     assert appeal_state_after("assignment.signed", {"role": "co"}) is None
     assert appeal_state_after("appeal.closed", {}) == "closed"
     assert appeal_state_after("followup.recorded", {}) is None
+
+
+def test_projection_keeps_a_withdrawal_a_later_dispatch_races():
+    from datetime import UTC, datetime, timedelta
+
+    from appeals_common.lifecycle import project_state
+
+    t0 = datetime(2026, 11, 27, tzinfo=UTC)
+    state, at = project_state("registered", t0, "appeal.withdrawn", {}, t0 + timedelta(seconds=1))
+    assert state == "withdrawn"
+    assert project_state(state, at, "appeal.dispatched", {}, t0 + timedelta(seconds=2))[0] == \
+        "withdrawn"
+    # An older event arriving late does not move the state back either.
+    assert project_state("responded", t0, "appeal.dispatched", {}, t0 - timedelta(seconds=1)) \
+        == ("responded", t0)
+    assert project_state("registered", t0, "followup.recorded", {}, t0) == ("registered", t0)
