@@ -34,6 +34,17 @@ class NotFound(HttpError):
         super().__init__(404, message)
 
 
+class FieldErrors(HttpError):
+    """Input that passed its schema but breaks a rule needing stored data, by field."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(422, "invalid input", errors)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return json.dumps(self.errors, ensure_ascii=False)
+
+
 class Conflict(HttpError):
     def __init__(self, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(409, message, errors)

@@ -32,7 +32,7 @@ ASSIGNMENT_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "return": (frozenset({"assigned", "signed"}), "returned"),
     "reject_return": (frozenset({"returned"}), "assigned"),
     "reopen": (frozenset({"responded"}), "signed"),
-    "withdraw": (frozenset({"assigned", "signed"}), "withdrawn"),
+    "withdraw": (frozenset({"assigned", "signed", "returned"}), "withdrawn"),
 }
 
 

@@ -46,3 +46,12 @@ RESPONSE_OUTCOMES: dict[str, str] = {
 REPLY_ACTIONS = ("sign", "return", "extend", "respond")
 
 ROLES = ("bureau_admin", "bureau_staff", "department", "viewer")
+
+# 退单 reasons a department may give (fixed list; text explains the case).
+RETURN_REASONS: dict[str, str] = {
+    "not_our_duty": "不属于本单位职责",
+    "wrong_unit": "应由其他单位承办",
+    "insufficient_info": "诉求信息不全，无法办理",
+    "duplicate": "重复诉求",
+    "other": "其他",
+}

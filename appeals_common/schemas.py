@@ -26,6 +26,7 @@ from appeals_common.reference import (
     CHANNELS,
     FOLLOWUP_GRADES,
     RESPONSE_OUTCOMES,
+    RETURN_REASONS,
     URGENCIES,
 )
 
@@ -252,7 +253,7 @@ class RespondReplySchema(ReplyBaseSchema):
 
 
 class ReturnReplySchema(ReplyBaseSchema):
-    reason_code = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    reason_code = fields.String(required=True, validate=validate.OneOf(list(RETURN_REASONS)))
     reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
     suggested_unit = fields.String(load_default=None, validate=validate.Regexp(CODE_RE))
 
@@ -268,6 +269,29 @@ REPLY_SCHEMAS: dict[str, type[ReplyBaseSchema]] = {
     "return": ReturnReplySchema,
     "extend": ExtendReplySchema,
 }
+
+
+# --- bureau decisions in dispatch ---------------------------------------------------------
+
+class ReturnDecisionSchema(StrictSchema):
+    accept = fields.Boolean(required=True)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+class ExtensionDecisionSchema(StrictSchema):
+    approve = fields.Boolean(required=True)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    # Approve a shorter extension than asked for.
+    respond_by = AwareDateTime(load_default=None)
+
+
+class OverrideSchema(StrictSchema):
+    """The bureau chooses the units itself (override, reassignment, 会商 decision)."""
+
+    lead = fields.String(required=True, validate=validate.Regexp(CODE_RE))
+    co = fields.List(fields.String(validate=validate.Regexp(CODE_RE)), load_default=list,
+                     validate=validate.Length(max=10))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
 
 
 # --- follow-up (回访), taken by supervision over HTTP/RPC ---------------------------------

@@ -28,6 +28,10 @@ class DispatchAppeal(Base):
     enterprise: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(24))
     rule: Mapped[str | None] = mapped_column(String(64))
+    # Units that returned it (accepted by the bureau): routing skips them.
+    returned_units: Mapped[str] = mapped_column(Text, default="[]")
+    # 会商: after repeated returns the bureau chooses the units itself.
+    needs_joint_decision: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Assignment(Base):
@@ -44,11 +48,33 @@ class Assignment(Base):
     sign_by: Mapped[datetime] = mapped_column(UtcDateTime)
     return_by: Mapped[datetime] = mapped_column(UtcDateTime)
     respond_by: Mapped[datetime] = mapped_column(UtcDateTime)
+    latest_respond_by: Mapped[datetime] = mapped_column(UtcDateTime)
     deadlines_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
     signed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     outcome: Mapped[str | None] = mapped_column(String(24))
     reply: Mapped[str | None] = mapped_column(Text)
+    return_reason_code: Mapped[str | None] = mapped_column(String(32))
+    return_reason: Mapped[str | None] = mapped_column(Text)
+    suggested_unit: Mapped[str | None] = mapped_column(String(48))
+
+
+class Extension(Base):
+    """延期申请: a unit asks for a later respond-by; the bureau approves or denies."""
+
+    __tablename__ = "extensions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    assignment_id: Mapped[str] = mapped_column(String(36), index=True)
+    reg_no: Mapped[str] = mapped_column(String(32))
+    dept_code: Mapped[str] = mapped_column(String(48))
+    requested_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # requested/approved/denied
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    decision_reason: Mapped[str | None] = mapped_column(Text)
 
 
 OUTBOX, INBOX = reliability_tables(Base.metadata)

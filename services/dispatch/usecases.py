@@ -24,8 +24,8 @@ from appeals_common.lifecycle import (
 from appeals_common.nameko_ext import Delivery, ServiceRuntime, Unprocessable
 from appeals_common.schemas import REPLY_SCHEMAS, SCHEMA_VERSION, errors_by_field
 from appeals_common.topology import DISPATCH_EXCHANGE
-from services.dispatch.models import Assignment, DispatchAppeal
-from services.dispatch.routing import Router
+from services.dispatch.models import Assignment, DispatchAppeal, Extension
+from services.dispatch.routing import Router, RoutingDecision
 
 log = logging.getLogger("appeals.dispatch")
 
@@ -88,21 +88,25 @@ def _copy_appeal(uow: UnitOfWork, event: Event) -> DispatchAppeal:
 
 
 def dispatch(uow: UnitOfWork, ctx: DispatchContext, appeal: DispatchAppeal,
-             skip: frozenset[str] = frozenset(), correlation_id: str | None = None) -> None:
-    """Route, create one assignment per unit, tell each unit, record why."""
+             skip: frozenset[str] = frozenset(), correlation_id: str | None = None,
+             units: RoutingDecision | None = None, actor: str | None = None) -> None:
+    """Route (or take the bureau's choice of `units`), create one assignment per unit,
+    tell each unit, record why."""
     fields = {"title": appeal.title, "content": appeal.content, "category": appeal.category,
               "industry_chain": appeal.industry_chain, "channel": appeal.channel}
-    decision = ctx.router.route(fields, skip=skip)
+    decision = units or ctx.router.route(fields, skip=skip)
     appeal.state = next_appeal_state(appeal.state, "dispatch")
     appeal.rule = decision.rule
-    deadlines = ctx.policy.for_assignment(ctx.calendar, uow.now, appeal.urgency)
+    appeal.needs_joint_decision = False
+    deadlines = ctx.policy.for_assignment(ctx.calendar, uow.now, appeal.urgency, appeal.category)
     assignments = []
     for role, dept in [("lead", decision.lead), *[("co", c) for c in decision.co]]:
         assignment = Assignment(
             id=str(uuid.uuid4()), appeal_id=appeal.id, reg_no=appeal.reg_no, dept_code=dept,
             role=role, state="assigned", rule=decision.rule, assigned_at=uow.now,
             sign_by=deadlines.sign_by, return_by=deadlines.return_by,
-            respond_by=deadlines.respond_by, deadlines_provisional=deadlines.provisional,
+            respond_by=deadlines.respond_by, latest_respond_by=deadlines.latest_respond_by,
+            deadlines_provisional=deadlines.provisional,
         )
         uow.session.add(assignment)
         assignments.append(assignment)
@@ -116,11 +120,30 @@ def dispatch(uow: UnitOfWork, ctx: DispatchContext, appeal: DispatchAppeal,
             "respond_by": deadlines.respond_by.isoformat(),
             "deadlines_provisional": deadlines.provisional,
         })
-    uow.emit("appeal.dispatched", {
-        "reg_no": appeal.reg_no, "units": decision.units, "rule": decision.rule,
-        "assignments": [_assignment_view(a) for a in assignments],
-        "deadlines_provisional": deadlines.provisional,
-    }, appeal_id=appeal.id, correlation_id=correlation_id)
+    data = {"reg_no": appeal.reg_no, "units": decision.units, "rule": decision.rule,
+            "assignments": [_assignment_view(a) for a in assignments],
+            "deadlines_provisional": deadlines.provisional}
+    if actor:
+        data["actor"] = actor
+    uow.emit("appeal.dispatched", data, appeal_id=appeal.id, correlation_id=correlation_id)
+
+
+def take_back(uow: UnitOfWork, assignment: Assignment, reason: str,
+              new_units: dict[str, Any] | None, actor: str) -> None:
+    """A unit's assignment is withdrawn from it: the unit is told (`reassigned`)."""
+    assignment.state = next_assignment_state(assignment.state, "withdraw")
+    send_to_department(uow, assignment.dept_code, "reassigned", assignment.reg_no,
+                       assignment.id, {"reason": reason, "new_units": new_units})
+    uow.emit("assignment.reassigned", {
+        "reg_no": assignment.reg_no, "assignment_id": assignment.id,
+        "dept_code": assignment.dept_code, "role": assignment.role, "reason": reason,
+        "new_units": new_units, "actor": actor}, appeal_id=assignment.appeal_id)
+
+
+def open_assignments(uow: UnitOfWork, appeal_id: str) -> list[Assignment]:
+    return list(uow.session.scalars(select(Assignment).where(
+        Assignment.appeal_id == appeal_id,
+        Assignment.state.in_(("assigned", "signed", "returned"))).with_for_update()))
 
 
 def _assignment_view(a: Assignment) -> dict[str, Any]:
@@ -146,9 +169,9 @@ def _withdraw(uow: UnitOfWork, event: Event) -> None:
     if appeal is None:
         raise LookupError(f"withdrawn unknown appeal {event.appeal_id}")
     appeal.state = "withdrawn"
-    for a in uow.session.scalars(select(Assignment).where(
-            Assignment.appeal_id == appeal.id, Assignment.state.in_(("assigned", "signed")))):
-        a.state = next_assignment_state(a.state, "withdraw")
+    for a in open_assignments(uow, appeal.id):
+        take_back(uow, a, f"诉求已撤回: {event.data.get('reason', '')}", None,
+                  event.data.get("actor") or "intake")
 
 
 # --- department replies on appeals.replies ------------------------------------------------
@@ -274,6 +297,8 @@ def _apply_reply(uow: UnitOfWork, a: Assignment, action: str, body: dict[str, An
                 raise ReplyRefused({"action": [
                     f"the return window closed at {a.return_by.isoformat()}"]})
             a.state = next_assignment_state(a.state, "return")
+            a.return_reason_code, a.return_reason = body["reason_code"], body["reason"]
+            a.suggested_unit = body.get("suggested_unit")
             uow.emit("assignment.returned", {
                 "reg_no": a.reg_no, "assignment_id": a.id, "dept_code": a.dept_code,
                 "role": a.role, "reason_code": body["reason_code"], "reason": body["reason"],
@@ -285,22 +310,37 @@ def _apply_reply(uow: UnitOfWork, a: Assignment, action: str, body: dict[str, An
             if body["requested_until"] <= a.respond_by:
                 raise ReplyRefused({"requested_until": [
                     f"must be after the current deadline {a.respond_by.isoformat()}"]})
+            pending = uow.session.scalars(select(Extension).where(
+                Extension.assignment_id == a.id, Extension.state == "requested")).first()
+            if pending is not None:
+                raise ReplyRefused({"action": ["an extension request is already waiting for "
+                                               "the bureau's decision"]})
+            extension = Extension(
+                id=str(uuid.uuid4()), assignment_id=a.id, reg_no=a.reg_no,
+                dept_code=a.dept_code, requested_until=body["requested_until"],
+                reason=body["reason"], state="requested", requested_at=uow.now)
+            uow.session.add(extension)
             uow.emit("extension.requested", {
-                "reg_no": a.reg_no, "assignment_id": a.id, "dept_code": a.dept_code,
-                "requested_until": body["requested_until"].isoformat(), "reason": body["reason"],
-                "actor": f"dept:{a.dept_code}"},
+                "reg_no": a.reg_no, "assignment_id": a.id, "extension_id": extension.id,
+                "dept_code": a.dept_code, "requested_until": body["requested_until"].isoformat(),
+                "reason": body["reason"], "actor": f"dept:{a.dept_code}"},
                 appeal_id=a.appeal_id, correlation_id=reply_message_id)
     except IllegalTransition as exc:
         raise ReplyRefused({"action": [str(exc)]}) from None
 
 
 def list_assignments(runtime: ServiceRuntime, dept_code: str | None = None,
-                     reg_no: str | None = None) -> list[dict[str, Any]]:
+                     reg_no: str | None = None, state: str | None = None
+                     ) -> list[dict[str, Any]]:
     with runtime.store.read() as session:
         query = select(Assignment).order_by(Assignment.assigned_at)
         if dept_code:
             query = query.where(Assignment.dept_code == dept_code)
         if reg_no:
             query = query.where(Assignment.reg_no == reg_no)
-        return [{**_assignment_view(a), "reg_no": a.reg_no, "outcome": a.outcome}
+        if state:
+            query = query.where(Assignment.state == state)
+        return [{**_assignment_view(a), "reg_no": a.reg_no, "rule": a.rule, "outcome": a.outcome,
+                 "return_reason_code": a.return_reason_code, "return_reason": a.return_reason,
+                 "suggested_unit": a.suggested_unit}
                 for a in session.scalars(query.limit(500))]

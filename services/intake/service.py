@@ -11,7 +11,7 @@ from nameko.rpc import rpc
 from nameko.web.handlers import http
 
 from appeals_common.auth import Principal
-from appeals_common.http import HttpError, NotFound, api, read_json
+from appeals_common.http import NotFound, api, read_json
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
 from appeals_common.registries import (
     load_categories,
@@ -48,20 +48,6 @@ class IntakeReference(DependencyProvider):
         return self.context
 
 
-def _field_errors(func: Any) -> Any:
-    """FieldErrors from the service layer become 422 with the field messages."""
-    from functools import wraps
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except usecases.FieldErrors as exc:
-            raise HttpError(422, "invalid input", exc.errors) from None
-
-    return wrapper
-
-
 class IntakeService(BaseService):
     name = "intake"
     runtime = Runtime("intake", Base.metadata)
@@ -78,7 +64,6 @@ class IntakeService(BaseService):
 
     @http("POST", "/appeals")
     @api(*STAFF_ROLES)
-    @_field_errors
     def http_register(self, request: Any, principal: Principal) -> tuple[int, dict]:
         result = usecases.register_by_staff(self.runtime, self.reference, read_json(request),
                                             principal.subject)
@@ -86,7 +71,6 @@ class IntakeService(BaseService):
 
     @http("POST", "/appeals/on-spot")
     @api(*STAFF_ROLES)
-    @_field_errors
     def http_register_on_spot(self, request: Any, principal: Principal) -> tuple[int, dict]:
         result = usecases.register_on_spot(self.runtime, self.reference, read_json(request),
                                            principal.subject)
@@ -107,7 +91,6 @@ class IntakeService(BaseService):
 
     @http("POST", "/appeals/<string:reg_no>/classification")
     @api(*STAFF_ROLES)
-    @_field_errors
     def http_reclassify(self, request: Any, principal: Principal, reg_no: str) -> dict:
         return usecases.reclassify(self.runtime, self.reference, reg_no, read_json(request),
                                    principal.subject)
@@ -119,7 +102,6 @@ class IntakeService(BaseService):
 
     @http("POST", "/activities")
     @api(*STAFF_ROLES)
-    @_field_errors
     def http_register_activity(self, request: Any, principal: Principal) -> tuple[int, dict]:
         return 201, usecases.register_activity(self.runtime, self.reference, read_json(request),
                                                principal.subject)

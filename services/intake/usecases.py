@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from appeals_common.db import UnitOfWork
 from appeals_common.envelope import Event
-from appeals_common.http import Conflict, NotFound
+from appeals_common.http import Conflict, FieldErrors, NotFound
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.schemas import (
@@ -55,14 +55,6 @@ class IntakeContext:
     classifier: Classifier
     duplicate_threshold: float = 0.6
     duplicate_window: timedelta = timedelta(days=30)
-
-
-class FieldErrors(ValueError):
-    """Input that passed the schema but breaks a rule needing the register's data."""
-
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        super().__init__(json.dumps(errors, ensure_ascii=False))
-        self.errors = errors
 
 
 class DuplicateConflict(Exception):
