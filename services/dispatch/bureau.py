@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from appeals_common.db import UnitOfWork
+from appeals_common.department_messages import send_to_department
 from appeals_common.http import Conflict, FieldErrors, NotFound
 from appeals_common.lifecycle import IllegalTransition, next_assignment_state
 from appeals_common.nameko_ext import ServiceRuntime
@@ -19,7 +20,6 @@ from services.dispatch.usecases import (
     DispatchContext,
     dispatch,
     open_assignments,
-    send_to_department,
     take_back,
 )
 

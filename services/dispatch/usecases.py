@@ -15,6 +15,7 @@ from sqlalchemy import select
 from appeals_common.calendar import WorkingCalendar
 from appeals_common.db import UnitOfWork
 from appeals_common.deadlines import DeadlinePolicy
+from appeals_common.department_messages import send_to_department
 from appeals_common.envelope import Event
 from appeals_common.lifecycle import (
     IllegalTransition,
@@ -22,8 +23,7 @@ from appeals_common.lifecycle import (
     next_assignment_state,
 )
 from appeals_common.nameko_ext import Delivery, ServiceRuntime, Unprocessable
-from appeals_common.schemas import REPLY_SCHEMAS, SCHEMA_VERSION, errors_by_field
-from appeals_common.topology import DISPATCH_EXCHANGE
+from appeals_common.schemas import REPLY_SCHEMAS, errors_by_field
 from services.dispatch.models import Assignment, DispatchAppeal, Extension
 from services.dispatch.routing import Router, RoutingDecision
 
@@ -39,17 +39,6 @@ class DispatchContext:
     calendar: WorkingCalendar
     policy: DeadlinePolicy
     departments: set[str]
-
-
-def send_to_department(uow: UnitOfWork, dept_code: str, kind: str, reg_no: str,
-                       assignment_id: str | None, body: dict[str, Any]) -> str:
-    message_id = str(uuid.uuid4())
-    uow.send(DISPATCH_EXCHANGE, f"dept.{dept_code}", {
-        "schema_version": SCHEMA_VERSION, "kind": kind, "message_id": message_id,
-        "sent_at": uow.now.isoformat(), "dept_code": dept_code, "reg_no": reg_no,
-        "assignment_id": assignment_id, **body,
-    }, message_id=message_id)
-    return message_id
 
 
 # --- appeals coming in from intake --------------------------------------------------------

@@ -44,4 +44,23 @@ class Followup(Base):
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class Clock(Base):
+    """A deadline a unit must meet (sign-by, respond-by) and the notices sent about it."""
+
+    __tablename__ = "clocks"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # assignment id + kind
+    appeal_id: Mapped[str] = mapped_column(String(36), index=True)
+    reg_no: Mapped[str] = mapped_column(String(32))
+    assignment_id: Mapped[str] = mapped_column(String(36), index=True)
+    dept_code: Mapped[str] = mapped_column(String(48))
+    kind: Mapped[str] = mapped_column(String(16))  # sign / respond
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # open / met / cancelled
+    met_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reminder_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    notice_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    order_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 OUTBOX, INBOX = reliability_tables(Base.metadata)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
+from nameko.timer import timer
 from nameko.web.handlers import http
 
 from appeals_common.auth import Principal
@@ -15,8 +17,13 @@ from appeals_common.metrics import load_calendar
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
 from appeals_common.service_base import BaseService
 from appeals_common.settings import load_settings
-from services.supervision import usecases
+from services.supervision import clocks, usecases
+from services.supervision.escalation import WorkingHours
 from services.supervision.models import Base
+
+# Read at import: nameko fixes a timer's interval when the class is defined.
+SCAN_SECONDS = float(os.environ.get("APPEALS_SCAN_SECONDS", "60"))
+WORKING_HOURS = WorkingHours.parse(os.environ.get("APPEALS_WORKING_HOURS", "09:00-17:30"))
 
 
 class Calendar(DependencyProvider):
@@ -41,8 +48,8 @@ class SupervisionService(BaseService):
     @http("POST", "/appeals/<string:reg_no>/followups")
     @api("bureau_admin", "bureau_staff")
     def http_followup(self, request: Any, principal: Principal, reg_no: str) -> tuple[int, dict]:
-        return 201, usecases.record_followup(self.runtime, reg_no, read_json(request),
-                                             principal.subject)
+        return 201, usecases.record_followup(self.runtime, self.calendar, reg_no,
+                                             read_json(request), principal.subject)
 
     @http("GET", "/appeals/<string:reg_no>/clock")
     @api("bureau_admin", "bureau_staff", "viewer")
@@ -52,6 +59,20 @@ class SupervisionService(BaseService):
             raise NotFound(f"no appeal {reg_no}")
         return clock
 
+    @timer(interval=SCAN_SECONDS)
+    def scan_deadlines(self) -> int:
+        return clocks.scan(self.runtime, self.calendar, WORKING_HOURS)
+
+    @http("GET", "/appeals/<string:reg_no>/deadlines")
+    @api("bureau_admin", "bureau_staff", "viewer")
+    def http_deadlines(self, request: Any, principal: Principal, reg_no: str) -> list[dict]:
+        return clocks.list_clocks(self.runtime, reg_no)
+
     @rpc
     def record_followup(self, reg_no: str, followup: dict, actor: str) -> dict:
-        return usecases.record_followup(self.runtime, reg_no, followup, actor)
+        return usecases.record_followup(self.runtime, self.calendar, reg_no, followup, actor)
+
+    @rpc
+    def scan(self) -> int:
+        """Run a deadline scan now (operators, tests with a moved clock)."""
+        return clocks.scan(self.runtime, self.calendar, WORKING_HOURS)

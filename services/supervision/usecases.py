@@ -8,16 +8,20 @@ from typing import Any
 from sqlalchemy import select
 
 from appeals_common.calendar import WorkingCalendar
+from appeals_common.db import UnitOfWork
+from appeals_common.department_messages import send_to_department
 from appeals_common.envelope import Event
 from appeals_common.http import Conflict, NotFound
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
 from appeals_common.schemas import FollowupSchema
-from services.supervision.models import Followup, SupervisedAppeal
+from services.supervision.clocks import apply_to_clocks, reopen_clock
+from services.supervision.models import Clock, Followup, SupervisedAppeal
 
 EVENTS_CONSUMER = "supervision.events"
 FOLLOWUP_WORKING_DAYS = 2
+REOPEN_WORKING_DAYS = 5  # the lead unit's new respond-by after an unsatisfied follow-up
 
 
 def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, delivery: Delivery) -> None:
@@ -37,6 +41,7 @@ def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, delivery: Deliv
         if appeal is None:
             raise LookupError(f"{event.event_type} for unknown appeal {event.appeal_id}")
         _apply(appeal, event, calendar)
+        apply_to_clocks(uow, event)
 
 
 def _apply(appeal: SupervisedAppeal, event: Event, calendar: WorkingCalendar) -> None:
@@ -56,7 +61,8 @@ def _apply(appeal: SupervisedAppeal, event: Event, calendar: WorkingCalendar) ->
                                                 data, event.occurred_at)
 
 
-def record_followup(runtime: ServiceRuntime, reg_no: str, payload: Any, actor: str) -> dict:
+def record_followup(runtime: ServiceRuntime, calendar: WorkingCalendar, reg_no: str,
+                    payload: Any, actor: str) -> dict:
     """回访: a satisfied grade closes the appeal (销号); an unsatisfied one reopens it (重办)."""
     data = FollowupSchema().load(payload)
     with runtime.unit_of_work() as uow:
@@ -87,10 +93,32 @@ def record_followup(runtime: ServiceRuntime, reg_no: str, payload: Any, actor: s
                 "on_time": appeal.respond_by is None or appeal.responded_at is None
                 or appeal.responded_at <= appeal.respond_by}, appeal_id=appeal.id)
         else:
-            uow.emit("appeal.reopened", {"reg_no": reg_no, "reason": "unsatisfied_followup",
-                                         "grade": data["grade"], "actor": actor},
-                     appeal_id=appeal.id)
+            _issue_key_order(uow, calendar, appeal, data, actor)
         return {"reg_no": reg_no, "state": new_state, "grade": data["grade"]}
+
+
+def _issue_key_order(uow: UnitOfWork, calendar: WorkingCalendar, appeal: SupervisedAppeal,
+                     followup: dict[str, Any], actor: str) -> None:
+    """不满意: a key supervision order to the lead unit with a new deadline, and 重办."""
+    lead = uow.session.scalars(select(Clock).where(
+        Clock.appeal_id == appeal.id, Clock.kind == "respond")).first()
+    due = calendar.add_working_days(uow.now, REOPEN_WORKING_DAYS).at
+    order_no = f"ZD-{appeal.reg_no}-{uow.now:%Y%m%d%H%M%S}"
+    body = {"order_no": order_no, "reasons": followup["comments"] or followup["grade"],
+            "grade": followup["grade"], "respond_by": due.isoformat(),
+            "feedback_required": True}
+    if lead is not None:
+        send_to_department(uow, lead.dept_code, "key_supervision_order", appeal.reg_no,
+                           lead.assignment_id, body)
+        reopen_clock(uow, lead, due)
+    uow.emit("supervision_order.issued", {"reg_no": appeal.reg_no, "actor": actor,
+                                          "dept_code": appeal.lead_dept, **body},
+             appeal_id=appeal.id)
+    uow.emit("appeal.reopened", {"reg_no": appeal.reg_no, "reason": "unsatisfied_followup",
+                                 "grade": followup["grade"], "order_no": order_no,
+                                 "respond_by": due.isoformat(), "actor": actor},
+             appeal_id=appeal.id)
+    appeal.respond_by, appeal.responded_at, appeal.followup_by = due, None, None
 
 
 def get_clock(runtime: ServiceRuntime, reg_no: str) -> dict | None:
