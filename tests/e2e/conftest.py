@@ -36,6 +36,10 @@ def suite_env(amqp_uri, databases, tmp_path_factory) -> dict[str, str]:
         "APPEALS_RETRY_DELAYS_MS": "200,400,800",
         "APPEALS_RELAY_POLL_SECONDS": "0.5",
         "APPEALS_LOG_LEVEL": "INFO",
+        # Empty means real time; a test may write a moment into it to move every
+        # service's clock (deadline scans run every second).
+        "APPEALS_CLOCK_FILE": str(tmp_path_factory.mktemp("clock") / "now"),
+        "APPEALS_SCAN_SECONDS": "1",
     }
     for service in SERVICES:
         env[f"APPEALS_{service.upper()}_HTTP_PORT"] = str(_free_port())
@@ -54,6 +58,18 @@ def suite(suite_env, tmp_path_factory) -> Iterator[SuiteProcesses]:
     for service in SERVICES:
         text = (log_dir / f"{service}.log").read_text(errors="replace")
         print(f"--- {service} log tail ---\n{text[-3000:]}")
+
+
+@pytest.fixture
+def move_clock(suite_env):
+    """Set every service's "now"; real time again after the test."""
+    path = Path(suite_env["APPEALS_CLOCK_FILE"])
+
+    def move(moment) -> None:
+        path.write_text(moment.isoformat())
+
+    yield move
+    path.write_text("")
 
 
 @pytest.fixture(scope="session")

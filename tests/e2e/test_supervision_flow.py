@@ -1,0 +1,90 @@
+"""Escalation, follow-up and reopen loops through the running services, moving their
+clock forward; departments in plain pika, the bureau over HTTP."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from tests.e2e.bus import Bus, appeal_body, reply_body
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture
+def bus(amqp_uri, suite):
+    b = Bus(amqp_uri)
+    yield b
+    b.close()
+
+
+def next_weekday_10am(after: datetime, working_days: int) -> datetime:
+    """Mon-Fri only: good enough in December 2026, which has no holidays."""
+    day = after.astimezone(TZ).date()
+    while working_days:
+        day += timedelta(days=1)
+        if day.weekday() < 5:
+            working_days -= 1
+    return datetime(day.year, day.month, day.day, 10, tzinfo=TZ)
+
+
+def test_missed_deadlines_escalate_to_a_key_supervision_order(bus, move_clock):
+    reg_no = bus.receipt(bus.submit(appeal_body(title="退税迟迟未到账")))["reg_no"]
+    assignment = bus.dept_message("swj", "assignment", reg_no)
+    sign_by = datetime.fromisoformat(assignment["sign_by"])
+    move_clock(next_weekday_10am(sign_by, 1))  # the working day after: 督办
+    notice = bus.dept_message("swj", "supervision_notice", reg_no, timeout=30)
+    assert notice["deadline"] == "sign" and notice["working_days_overdue"] >= 1
+    move_clock(next_weekday_10am(sign_by, 6))  # 5+ working days overdue: 重点督办单
+    order = bus.dept_message("swj", "key_supervision_order", reg_no, timeout=30)
+    assert order["feedback_required"] is True and order["order_no"].startswith("ZD-")
+
+
+def test_unsatisfied_followup_reopens_until_a_satisfied_one_closes(bus, urls, token):
+    staff = {"Authorization": f"Bearer {token('bureau_staff')}"}
+    reg_no = bus.receipt(bus.submit(appeal_body(title="招工难", content="用工缺口大")))["reg_no"]
+    lead = bus.dept_message("rsj", "assignment", reg_no)
+    bus.reply("rsj", "sign", reply_body(lead))
+    bus.dept_message("rsj", "reply_result", reg_no)
+
+    def respond() -> None:
+        # After a reopen, dispatch lets the lead respond again once it has the event.
+        deadline = time.monotonic() + 20
+        while True:
+            bus.reply("rsj", "respond", reply_body(lead, outcome="explained", reply="已对接",
+                                                   contacted_at="2026-11-27T10:00:00+08:00"))
+            result = bus.dept_message("rsj", "reply_result", reg_no)
+            if result["status"] == "accepted":
+                return
+            assert time.monotonic() < deadline, result
+            time.sleep(0.2)
+
+    def followup(grade: str) -> requests.Response:
+        deadline = time.monotonic() + 20
+        while True:
+            resp = requests.post(f"{urls['supervision']}/appeals/{reg_no}/followups",
+                                 headers=staff, json={"grade": grade, "resolved": False,
+                                                      "comments": "仍未解决"})
+            if resp.status_code != 409 or time.monotonic() > deadline:
+                return resp
+            time.sleep(0.2)  # supervision has not heard of the response yet
+
+    respond()
+    assert followup("unsatisfied").json()["state"] == "reopened"
+    order = bus.dept_message("rsj", "key_supervision_order", reg_no)
+    assert order["reasons"] == "仍未解决" and order["respond_by"]
+    respond()
+    assert followup("satisfied").json()["state"] == "closed"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        appeal = requests.get(f"{urls['intake']}/appeals/{reg_no}", headers=staff).json()
+        if appeal["state"] == "closed":
+            break
+        time.sleep(0.2)
+    events = [e["event"] for e in appeal["timeline"]]
+    assert events.count("appeal.responded") == 2 and "appeal.reopened" in events
+    assert "supervision_order.issued" in events and events[-1] == "appeal.closed"
