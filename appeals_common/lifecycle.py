@@ -17,10 +17,12 @@ OPEN_STATES = frozenset({"registered", "dispatched", "in_progress", "responded",
 # action -> (states it may start from, state it leads to)
 APPEAL_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "resolve_on_spot": (frozenset({"registered"}), "resolved_on_spot"),
-    "dispatch": (frozenset({"registered", "dispatched", "in_progress"}), "dispatched"),
+    # A reopened on-the-spot answer has no unit yet: it is dispatched like a new appeal.
+    "dispatch": (frozenset({"registered", "dispatched", "in_progress", "reopened"}),
+                 "dispatched"),
     "lead_sign": (frozenset({"dispatched"}), "in_progress"),
     "respond": (frozenset({"in_progress", "reopened"}), "responded"),
-    "reopen": (frozenset({"responded"}), "reopened"),
+    "reopen": (frozenset({"responded", "resolved_on_spot"}), "reopened"),
     "close": (frozenset({"responded", "resolved_on_spot"}), "closed"),
     "withdraw": (frozenset({"registered", "dispatched", "in_progress", "reopened"}), "withdrawn"),
 }

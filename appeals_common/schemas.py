@@ -303,6 +303,14 @@ class FollowupSchema(StrictSchema):
     contact_attempts = fields.Integer(load_default=1, validate=validate.Range(min=1, max=20))
 
 
+class UnreachableClosureSchema(StrictSchema):
+    """销号 without a follow-up: the enterprise could not be reached."""
+
+    contact_attempts = fields.Integer(required=True, validate=validate.Range(min=3, max=50, error=(
+        "close without a follow-up only after at least {min} contact attempts")))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
 def errors_by_field(err: ValidationError) -> dict[str, list[str]]:
     """Flatten marshmallow's nested messages to {"enterprise.uscc": ["..."]}."""
     flat: dict[str, list[str]] = {}

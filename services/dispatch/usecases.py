@@ -53,7 +53,7 @@ def on_event(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
             if not event.data.get("resolved_on_spot"):  # 当场办结 needs no unit
                 dispatch(uow, ctx, appeal, correlation_id=event.correlation_id)
         elif event.event_type == "appeal.reopened":
-            _reopen(uow, event)
+            _reopen(uow, ctx, event)
         elif event.event_type == "appeal.reclassified":
             appeal = uow.session.get(DispatchAppeal, event.appeal_id)
             if appeal is None:
@@ -141,7 +141,8 @@ def _assignment_view(a: Assignment) -> dict[str, Any]:
             "return_by": a.return_by.isoformat(), "respond_by": a.respond_by.isoformat()}
 
 
-def _reopen(uow: UnitOfWork, event: Event) -> None:
+def _reopen(uow: UnitOfWork, ctx: DispatchContext, event: Event) -> None:
+    """重办: the lead unit answers again; an on-the-spot answer is dispatched now."""
     appeal = uow.session.get(DispatchAppeal, event.appeal_id)
     if appeal is None:
         raise LookupError(f"reopen for unknown appeal {event.appeal_id}")
@@ -151,6 +152,9 @@ def _reopen(uow: UnitOfWork, event: Event) -> None:
         Assignment.state == "responded")).first()
     if lead is not None:
         lead.state = next_assignment_state(lead.state, "reopen")
+    elif not uow.session.scalars(select(Assignment.id).where(
+            Assignment.appeal_id == appeal.id)).first():
+        dispatch(uow, ctx, appeal, correlation_id=event.correlation_id)
 
 
 def _withdraw(uow: UnitOfWork, event: Event) -> None:

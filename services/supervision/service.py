@@ -51,6 +51,12 @@ class SupervisionService(BaseService):
         return 201, usecases.record_followup(self.runtime, self.calendar, reg_no,
                                              read_json(request), principal.subject)
 
+    @http("POST", "/appeals/<string:reg_no>/closure")
+    @api("bureau_admin", "bureau_staff")
+    def http_close_unreachable(self, request: Any, principal: Principal, reg_no: str) -> dict:
+        return usecases.close_unreachable(self.runtime, reg_no, read_json(request),
+                                          principal.subject)
+
     @http("GET", "/appeals/<string:reg_no>/clock")
     @api("bureau_admin", "bureau_staff", "viewer")
     def http_clock(self, request: Any, principal: Principal, reg_no: str) -> dict:
@@ -71,6 +77,10 @@ class SupervisionService(BaseService):
     @rpc
     def record_followup(self, reg_no: str, followup: dict, actor: str) -> dict:
         return usecases.record_followup(self.runtime, self.calendar, reg_no, followup, actor)
+
+    @rpc
+    def close_unreachable(self, reg_no: str, payload: dict, actor: str) -> dict:
+        return usecases.close_unreachable(self.runtime, reg_no, payload, actor)
 
     @rpc
     def scan(self) -> int:

@@ -15,7 +15,7 @@ from appeals_common.http import Conflict, NotFound
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
-from appeals_common.schemas import FollowupSchema
+from appeals_common.schemas import FollowupSchema, UnreachableClosureSchema
 from services.supervision.clocks import apply_to_clocks, reopen_clock
 from services.supervision.models import Clock, Followup, SupervisedAppeal
 
@@ -92,9 +92,35 @@ def record_followup(runtime: ServiceRuntime, calendar: WorkingCalendar, reg_no: 
                 "reg_no": reg_no, "reason": "satisfied_followup", "actor": actor,
                 "on_time": appeal.respond_by is None or appeal.responded_at is None
                 or appeal.responded_at <= appeal.respond_by}, appeal_id=appeal.id)
+        elif appeal.lead_dept is None:
+            # An on-the-spot answer the enterprise is not satisfied with: dispatch routes it.
+            uow.emit("appeal.reopened", {"reg_no": reg_no, "reason": "unsatisfied_followup",
+                                         "grade": data["grade"], "actor": actor},
+                     appeal_id=appeal.id)
         else:
             _issue_key_order(uow, calendar, appeal, data, actor)
         return {"reg_no": reg_no, "state": new_state, "grade": data["grade"]}
+
+
+def close_unreachable(runtime: ServiceRuntime, reg_no: str, payload: Any, actor: str) -> dict:
+    """The bureau closes an appeal whose enterprise it could not reach, with the reason."""
+    data = UnreachableClosureSchema().load(payload)
+    with runtime.unit_of_work() as uow:
+        appeal = uow.session.scalars(select(SupervisedAppeal).where(
+            SupervisedAppeal.reg_no == reg_no).with_for_update()).first()
+        if appeal is None:
+            raise NotFound(f"no appeal {reg_no}")
+        try:
+            appeal.state = next_appeal_state(appeal.state, "close")
+        except IllegalTransition as exc:
+            raise Conflict(f"closure refused: {exc}") from None
+        appeal.state_at = appeal.closed_at = uow.now
+        uow.emit("appeal.closed", {
+            "reg_no": reg_no, "reason": "enterprise_unreachable", "note": data["reason"],
+            "contact_attempts": data["contact_attempts"], "actor": actor,
+            "on_time": appeal.respond_by is None or appeal.responded_at is None
+            or appeal.responded_at <= appeal.respond_by}, appeal_id=appeal.id)
+        return {"reg_no": reg_no, "state": appeal.state}
 
 
 def _issue_key_order(uow: UnitOfWork, calendar: WorkingCalendar, appeal: SupervisedAppeal,

@@ -287,3 +287,20 @@ def test_stored_assignment_carries_latest_respond_by(d):
         a = session.scalars(select(Assignment).where(Assignment.reg_no == reg_no,
                                                      Assignment.role == "lead")).one()
         assert a.latest_respond_by > a.respond_by
+
+
+def test_reopened_on_the_spot_answer_is_dispatched(d):
+    appeal_id, reg_no = str(uuid.uuid4()), "WH-2026-990002"
+    d.deliver_event(Event("appeal.registered", "intake", d.clock.now(), {
+        "reg_no": reg_no, "channel": "sit_in", "title": "退税咨询", "content": "",
+        "category": "0302", "industry_chain": None, "urgency": "normal",
+        "resolved_on_spot": True, "enterprise": {"name": "x", "uscc": "91110000600037341L",
+                                                 "contact_name": "y",
+                                                 "contact_phone": "13800138000"}},
+        appeal_id=appeal_id))
+    assert not [m for m in d.new() if m.get("kind") == "assignment"]
+    d.deliver_event(Event("appeal.reopened", "supervision", d.clock.now(),
+                          {"reg_no": reg_no, "reason": "unsatisfied_followup"},
+                          appeal_id=appeal_id))
+    sent = [m for m in d.new() if m.get("kind") == "assignment"]
+    assert [m["dept_code"] for m in sent] == ["swj"]

@@ -164,3 +164,35 @@ def test_unsatisfied_followup_key_order_message(sup):
     (respond,) = [c for c in clocks.list_clocks(sup.runtime, reg_no) if c["kind"] == "respond"]
     assert respond["state"] == "open"
     assert datetime.fromisoformat(respond["due_at"]) == datetime.fromisoformat(order["respond_by"])
+
+
+def test_unreachable_enterprise_closed_only_after_three_attempts(sup):
+    from marshmallow import ValidationError
+
+    from appeals_common.http import Conflict
+
+    appeal_id, assignment_id, reg_no = sup.appeal(respond_by=at("2026-12-04", 23),
+                                                  sign_by=at("2026-11-30", 23))
+    with pytest.raises(Conflict, match="closure refused"):
+        usecases.close_unreachable(sup.runtime, reg_no, {"contact_attempts": 3,
+                                                         "reason": "电话无人接听"}, "a")
+    sup.deliver("assignment.signed", appeal_id, {"assignment_id": assignment_id, "role": "lead"})
+    sup.deliver("appeal.responded", appeal_id, {"assignment_id": assignment_id,
+                                                "outcome": "solved"})
+    with pytest.raises(ValidationError, match="at least 3"):
+        usecases.close_unreachable(sup.runtime, reg_no, {"contact_attempts": 2,
+                                                         "reason": "x"}, "a")
+    result = usecases.close_unreachable(sup.runtime, reg_no, {
+        "contact_attempts": 3, "reason": "三次电话均无人接听"}, "alice")
+    assert result["state"] == "closed"
+
+
+def test_on_the_spot_answer_followed_up_unsatisfied_is_reopened_for_dispatch(sup):
+    appeal_id, reg_no = str(uuid.uuid4()), "WH-2026-990001"
+    sup.deliver("appeal.registered", appeal_id, {"reg_no": reg_no}, "intake")
+    sup.deliver("appeal.resolved_on_spot", appeal_id, {"reg_no": reg_no, "answer": "x"},
+                "intake")
+    result = usecases.record_followup(sup.runtime, CAL, reg_no, {
+        "grade": "very_unsatisfied", "resolved": False}, "alice")
+    assert result["state"] == "reopened"
+    assert not [m for m in sup.sent() if m["kind"] == "key_supervision_order"], "no unit yet"
