@@ -97,6 +97,41 @@ def cmd_up(args: argparse.Namespace) -> int:
     return suite.watch()
 
 
+def cmd_provision(args: argparse.Namespace) -> int:
+    """RabbitMQ users and permissions from the registries. Passwords go only to the
+    credentials file, never to the terminal."""
+    from pathlib import Path
+
+    from appeals_common import provisioning as prov
+    from appeals_common.registries import RegistryError
+
+    settings = load_settings()
+    vhost = args.vhost or prov.vhost_from_uri(settings.amqp_uri)
+    credentials = Path(args.credentials_file) if args.credentials_file else prov.DEFAULT_CREDENTIALS_FILE
+    try:
+        grants = prov.grants_from_config(settings.config_dir, args.user_prefix,
+                                         args.suite_user or prov.DEFAULT_SUITE_USER)
+        passwords = None
+        if not getattr(args, "no_passwords", False):
+            resolved = prov.resolve_passwords([g.name for g in grants], args.passwords_file, credentials)
+            passwords = resolved.passwords
+            if resolved.generated:
+                print(f"generated passwords for {len(resolved.generated)} user(s) into "
+                      f"{resolved.source} (mode 0600)", file=sys.stderr)
+        if args.action == "definitions":
+            print(json.dumps(prov.build_definitions(grants, vhost, passwords), ensure_ascii=False, indent=2))
+            return 0
+        report = prov.apply_grants(grants, vhost, passwords or {}, args.backend,
+                                   args.management_url or prov.DEFAULT_MANAGEMENT_URL)
+    except (prov.ProvisioningError, RegistryError) as exc:
+        print(f"appeals provision: {exc}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    print(f"passwords: {credentials if args.passwords_file is None else args.passwords_file}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="appeals", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +168,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-dir", default="var/log")
     p.add_argument("--timeout", type=float, default=90)
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("provision", help="RabbitMQ users and permissions from the registries")
+    pv = p.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--vhost", help="default: the vhost of APPEALS_AMQP_URI")
+    common.add_argument("--passwords-file", help="YAML or JSON mapping user name -> password "
+                        "(default: reuse or generate them in the credentials file)")
+    common.add_argument("--credentials-file", help="where generated passwords are kept, mode 0600 "
+                        "(default: var/credentials.json)")
+    common.add_argument("--user-prefix", default="", help="put before every user name")
+    common.add_argument("--suite-user", help="the suite's own user, with full rights "
+                        "(default: $APPEALS_SUITE_USER or appeals-suite)")
+    q = pv.add_parser("apply", parents=[common],
+                      help="create or update the users and set their permissions (idempotent)")
+    q.add_argument("--backend", choices=["auto", "management", "rabbitmqctl"], default="auto",
+                   help="default: the management API, else rabbitmqctl on this machine")
+    q.add_argument("--management-url", help="admin access to the management API "
+                   "(default: $APPEALS_MANAGEMENT_URL or http://guest:guest@127.0.0.1:15672)")
+    q = pv.add_parser("definitions", parents=[common],
+                      help="print a RabbitMQ definitions JSON to import (users, permissions)")
+    q.add_argument("--no-passwords", action="store_true",
+                   help="users without a password (an example that leaks nothing)")
+    p.set_defaults(func=cmd_provision)
 
     args = parser.parse_args(argv)
     return args.func(args)
