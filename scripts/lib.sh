@@ -51,3 +51,13 @@ ensure_postgres() {
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
   wait_port 127.0.0.1 5432 60 || { echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
 }
+
+ensure_rabbitmq_management() {
+  # The tests also drive the management API (vhosts, provisioning) when it is there.
+  port_open 127.0.0.1 15672 && return 0
+  if command -v rabbitmq-plugins >/dev/null || [ -x /usr/sbin/rabbitmq-plugins ]; then
+    echo "enabling RabbitMQ's management plugin"
+    as_root rabbitmq-plugins enable rabbitmq_management >/dev/null || true
+    wait_port 127.0.0.1 15672 60 || echo "management API not up; tests fall back to rabbitmqctl"
+  fi
+}

@@ -4,6 +4,7 @@
 source "$(dirname "$0")/lib.sh"
 install_venv requirements-dev.lock
 ensure_rabbitmq
+ensure_rabbitmq_management
 ensure_postgres
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
