@@ -33,6 +33,8 @@ ASSIGNMENT_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "respond": (frozenset({"signed"}), "responded"),
     "return": (frozenset({"assigned", "signed"}), "returned"),
     "reject_return": (frozenset({"returned"}), "assigned"),
+    # A unit that had signed before returning is back where it was.
+    "reject_return_signed": (frozenset({"returned"}), "signed"),
     "reopen": (frozenset({"responded"}), "signed"),
     "withdraw": (frozenset({"assigned", "signed", "returned"}), "withdrawn"),
 }

@@ -196,7 +196,7 @@ class DepartmentMessageSchema(Schema):
     schema_version = fields.Integer(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(
         ["assignment", "reply_result", "reminder", "supervision_notice",
-         "key_supervision_order", "reassigned"]))
+         "key_supervision_order", "reassigned", "return_decision", "extension_decision"]))
     message_id = fields.String(required=True)
     sent_at = AwareDateTime(required=True)
     dept_code = fields.String(required=True)

@@ -50,9 +50,11 @@ SERVICE_QUEUES: dict[str, list[tuple[str, str]]] = {
         "followup.*", "appeal.reopened", "appeal.closed", "class_problem.*")],
     "dispatch.events": [
         (EVENTS_EXCHANGE, "appeal.registered"),
+        (EVENTS_EXCHANGE, "appeal.resolved_on_spot"),
         (EVENTS_EXCHANGE, "appeal.reclassified"),
         (EVENTS_EXCHANGE, "appeal.reopened"),
         (EVENTS_EXCHANGE, "appeal.withdrawn"),
+        (EVENTS_EXCHANGE, "appeal.closed"),
     ],
     "dispatch.replies": [(REPLIES_EXCHANGE, "dept.*.*")],
     "supervision.events": [(EVENTS_EXCHANGE, "#")],

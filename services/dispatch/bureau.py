@@ -50,7 +50,8 @@ def decide_return(runtime: ServiceRuntime, ctx: DispatchContext, assignment_id: 
             "role": a.role, "accepted": data["accept"], "reason": data["reason"],
             "actor": actor}, appeal_id=a.appeal_id)
         if not data["accept"]:
-            a.state = next_assignment_state(a.state, "reject_return")
+            a.state = next_assignment_state(
+                a.state, "reject_return" if a.signed_at is None else "reject_return_signed")
             send_to_department(uow, a.dept_code, "return_decision", a.reg_no, a.id, {
                 "accepted": False, "reason": data["reason"]})
             return {"assignment_id": a.id, "state": a.state, "redispatched": False}

@@ -62,6 +62,12 @@ def on_event(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
             appeal.industry_chain = event.data["industry_chain"]
         elif event.event_type == "appeal.withdrawn":
             _withdraw(uow, event)
+        elif event.event_type in ("appeal.resolved_on_spot", "appeal.closed"):
+            # Kept so that no override can dispatch an appeal that is already answered.
+            appeal = uow.session.get(DispatchAppeal, event.appeal_id)
+            if appeal is None:
+                raise LookupError(f"{event.event_type} for unknown appeal {event.appeal_id}")
+            appeal.state = "closed" if event.event_type == "appeal.closed" else "resolved_on_spot"
 
 
 def _copy_appeal(uow: UnitOfWork, event: Event) -> DispatchAppeal:
@@ -121,12 +127,20 @@ def take_back(uow: UnitOfWork, assignment: Assignment, reason: str,
               new_units: dict[str, Any] | None, actor: str) -> None:
     """A unit's assignment is withdrawn from it: the unit is told (`reassigned`)."""
     assignment.state = next_assignment_state(assignment.state, "withdraw")
+    _close_pending_extensions(uow, assignment, "cancelled")
     send_to_department(uow, assignment.dept_code, "reassigned", assignment.reg_no,
                        assignment.id, {"reason": reason, "new_units": new_units})
     uow.emit("assignment.reassigned", {
         "reg_no": assignment.reg_no, "assignment_id": assignment.id,
         "dept_code": assignment.dept_code, "role": assignment.role, "reason": reason,
         "new_units": new_units, "actor": actor}, appeal_id=assignment.appeal_id)
+
+
+def _close_pending_extensions(uow: UnitOfWork, assignment: Assignment, state: str) -> None:
+    """A request nobody can decide any more (assignment answered or taken back)."""
+    for ext in uow.session.scalars(select(Extension).where(
+            Extension.assignment_id == assignment.id, Extension.state == "requested")):
+        ext.state, ext.decided_at = state, uow.now
 
 
 def open_assignments(uow: UnitOfWork, appeal_id: str) -> list[Assignment]:
@@ -273,6 +287,7 @@ def _apply_reply(uow: UnitOfWork, a: Assignment, action: str, body: dict[str, An
         elif action == "respond":
             a.state = next_assignment_state(a.state, "respond")
             a.responded_at, a.outcome, a.reply = uow.now, body["outcome"], body["reply"]
+            _close_pending_extensions(uow, a, "lapsed")
             data = {"reg_no": a.reg_no, "assignment_id": a.id, "dept_code": a.dept_code,
                     "role": a.role, "outcome": body["outcome"], "reply": body["reply"],
                     "contacted_at": body["contacted_at"].isoformat(),

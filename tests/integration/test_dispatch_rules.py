@@ -304,3 +304,38 @@ def test_reopened_on_the_spot_answer_is_dispatched(d):
                           appeal_id=appeal_id))
     sent = [m for m in d.new() if m.get("kind") == "assignment"]
     assert [m["dept_code"] for m in sent] == ["swj"]
+
+
+def test_a_signed_lead_whose_return_is_rejected_can_go_on(d):
+    reg_no = d.register()
+    d.new()
+    lead = lead_of(d, reg_no)
+    d.reply("zjj", "sign", lead)
+    d.reply("zjj", "return", lead, reason_code="not_our_duty", reason="x")
+    bureau.decide_return(d.runtime, CTX, lead["assignment_id"],
+                         {"accept": False, "reason": "属本单位职责"}, "chief")
+    assert lead_of(d, reg_no)["state"] == "signed"
+    assert d.reply("zjj", "respond", lead, outcome="solved", reply="已办结",
+                   contacted_at="2026-11-27T10:00:00+08:00")["status"] == "accepted"
+
+
+def test_no_override_of_an_answered_appeal(d):
+    reg_no = d.register()
+    appeal_id = next(m for m in d.new() if m.get("event_type") == "appeal.dispatched")[
+        "appeal_id"]
+    d.deliver_event(Event("appeal.closed", "supervision", d.clock.now(),
+                          {"reg_no": reg_no, "reason": "satisfied_followup"},
+                          appeal_id=appeal_id))
+    with pytest.raises(Conflict):
+        bureau.override(d.runtime, CTX, reg_no, {"lead": "rsj", "reason": "x"}, "chief")
+
+
+def test_pending_extension_lapses_when_the_unit_responds(d):
+    reg_no = d.register(category="0102")
+    d.new()
+    lead = lead_of(d, reg_no)
+    d.reply("zjj", "sign", lead)
+    d.reply("zjj", "extend", lead, requested_until="2026-12-28T18:00:00+08:00", reason="x")
+    d.reply("zjj", "respond", lead, outcome="solved", reply="y",
+            contacted_at="2026-11-27T10:00:00+08:00")
+    assert [e["state"] for e in bureau.list_extensions(d.runtime)] == ["lapsed"]
