@@ -61,15 +61,20 @@ def _apply(appeal: SupervisedAppeal, event: Event, calendar: WorkingCalendar) ->
                                                 data, event.occurred_at)
 
 
+def _locked_appeal(uow: UnitOfWork, reg_no: str) -> SupervisedAppeal:
+    appeal = uow.session.scalars(select(SupervisedAppeal).where(
+        SupervisedAppeal.reg_no == reg_no).with_for_update()).first()
+    if appeal is None:
+        raise NotFound(f"no appeal {reg_no}")
+    return appeal
+
+
 def record_followup(runtime: ServiceRuntime, calendar: WorkingCalendar, reg_no: str,
                     payload: Any, actor: str) -> dict:
     """回访: a satisfied grade closes the appeal (销号); an unsatisfied one reopens it (重办)."""
     data = FollowupSchema().load(payload)
     with runtime.unit_of_work() as uow:
-        appeal = uow.session.scalars(select(SupervisedAppeal).where(
-            SupervisedAppeal.reg_no == reg_no).with_for_update()).first()
-        if appeal is None:
-            raise NotFound(f"no appeal {reg_no}")
+        appeal = _locked_appeal(uow, reg_no)
         satisfied = data["grade"] in SATISFIED_GRADES
         try:
             new_state = next_appeal_state(appeal.state, "close" if satisfied else "reopen")
@@ -106,10 +111,7 @@ def close_unreachable(runtime: ServiceRuntime, reg_no: str, payload: Any, actor:
     """The bureau closes an appeal whose enterprise it could not reach, with the reason."""
     data = UnreachableClosureSchema().load(payload)
     with runtime.unit_of_work() as uow:
-        appeal = uow.session.scalars(select(SupervisedAppeal).where(
-            SupervisedAppeal.reg_no == reg_no).with_for_update()).first()
-        if appeal is None:
-            raise NotFound(f"no appeal {reg_no}")
+        appeal = _locked_appeal(uow, reg_no)
         try:
             appeal.state = next_appeal_state(appeal.state, "close")
         except IllegalTransition as exc:
