@@ -79,7 +79,12 @@ class SuiteProcesses:
                 proc.wait()
 
     def watch(self) -> int:
-        """Block until one service dies or Ctrl-C; then stop the others."""
+        """Block until one service dies, Ctrl-C or SIGTERM; then stop the others."""
+
+        def terminate(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, terminate)
         try:
             while True:
                 for name, proc in self.procs.items():
