@@ -38,6 +38,12 @@ EVENT_TYPES: dict[str, str] = {
     "followup.recorded": "the bureau recorded a follow-up with the enterprise (回访)",
     "appeal.reopened": "an unsatisfied appeal is handled again (重办)",
     "appeal.closed": "the appeal is closed out (销号)",
+    "class_problem.suggested": "similar appeals proposed as one class problem (类题破解)",
+    "class_problem.confirmed": "the bureau confirmed a class with lead entity, units, deadline",
+    "class_problem.resolved": "the lead entity reported the measures taken",
+    "class_problem.closed": "the class is closed out, with whether to promote its measures",
+    "class_problem.dismissed": "the bureau did not take up a suggested class",
+    "class_problem.annotated": "a linked appeal is annotated with its class's outcome",
 }
 
 

@@ -300,14 +300,16 @@ class FollowupSchema(StrictSchema):
     grade = fields.String(required=True, validate=validate.OneOf(list(FOLLOWUP_GRADES)))
     resolved = fields.Boolean(required=True)
     comments = fields.String(load_default="", validate=validate.Length(max=2000))
-    contact_attempts = fields.Integer(load_default=1, validate=validate.Range(min=1, max=20))
+    contact_attempts = fields.Integer(load_default=1, strict=True,
+                                      validate=validate.Range(min=1, max=20))
 
 
 class UnreachableClosureSchema(StrictSchema):
     """销号 without a follow-up: the enterprise could not be reached."""
 
-    contact_attempts = fields.Integer(required=True, validate=validate.Range(min=3, max=50, error=(
-        "close without a follow-up only after at least {min} contact attempts")))
+    contact_attempts = fields.Integer(required=True, strict=True, validate=validate.Range(
+        min=3, max=50,
+        error="close without a follow-up only after at least {min} contact attempts"))
     reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
 
 

@@ -18,6 +18,7 @@ from services.dispatch.models import Assignment, DispatchAppeal, Extension
 from services.dispatch.routing import NoRoute, RoutingDecision
 from services.dispatch.usecases import (
     DispatchContext,
+    close_pending_extensions,
     dispatch,
     open_assignments,
     take_back,
@@ -56,6 +57,7 @@ def decide_return(runtime: ServiceRuntime, ctx: DispatchContext, assignment_id: 
                 "accepted": False, "reason": data["reason"]})
             return {"assignment_id": a.id, "state": a.state, "redispatched": False}
         a.state = next_assignment_state(a.state, "withdraw")
+        close_pending_extensions(uow, a, "cancelled")
         send_to_department(uow, a.dept_code, "return_decision", a.reg_no, a.id, {
             "accepted": True, "reason": data["reason"]})
         returned = set(json.loads(appeal.returned_units)) | {a.dept_code}

@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from marshmallow import ValidationError
@@ -127,7 +128,7 @@ def take_back(uow: UnitOfWork, assignment: Assignment, reason: str,
               new_units: dict[str, Any] | None, actor: str) -> None:
     """A unit's assignment is withdrawn from it: the unit is told (`reassigned`)."""
     assignment.state = next_assignment_state(assignment.state, "withdraw")
-    _close_pending_extensions(uow, assignment, "cancelled")
+    close_pending_extensions(uow, assignment, "cancelled")
     send_to_department(uow, assignment.dept_code, "reassigned", assignment.reg_no,
                        assignment.id, {"reason": reason, "new_units": new_units})
     uow.emit("assignment.reassigned", {
@@ -136,7 +137,7 @@ def take_back(uow: UnitOfWork, assignment: Assignment, reason: str,
         "new_units": new_units, "actor": actor}, appeal_id=assignment.appeal_id)
 
 
-def _close_pending_extensions(uow: UnitOfWork, assignment: Assignment, state: str) -> None:
+def close_pending_extensions(uow: UnitOfWork, assignment: Assignment, state: str) -> None:
     """A request nobody can decide any more (assignment answered or taken back)."""
     for ext in uow.session.scalars(select(Extension).where(
             Extension.assignment_id == assignment.id, Extension.state == "requested")):
@@ -166,6 +167,8 @@ def _reopen(uow: UnitOfWork, ctx: DispatchContext, event: Event) -> None:
         Assignment.state == "responded")).first()
     if lead is not None:
         lead.state = next_assignment_state(lead.state, "reopen")
+        if event.data.get("respond_by"):  # the key supervision order's new deadline
+            lead.respond_by = datetime.fromisoformat(event.data["respond_by"])
     elif not uow.session.scalars(select(Assignment.id).where(
             Assignment.appeal_id == appeal.id)).first():
         dispatch(uow, ctx, appeal, correlation_id=event.correlation_id)
@@ -287,7 +290,7 @@ def _apply_reply(uow: UnitOfWork, a: Assignment, action: str, body: dict[str, An
         elif action == "respond":
             a.state = next_assignment_state(a.state, "respond")
             a.responded_at, a.outcome, a.reply = uow.now, body["outcome"], body["reply"]
-            _close_pending_extensions(uow, a, "lapsed")
+            close_pending_extensions(uow, a, "lapsed")
             data = {"reg_no": a.reg_no, "assignment_id": a.id, "dept_code": a.dept_code,
                     "role": a.role, "outcome": body["outcome"], "reply": body["reply"],
                     "contacted_at": body["contacted_at"].isoformat(),

@@ -32,6 +32,13 @@ EVENT_FOR = {REMINDER: "appeal.reminded", NOTICE: "appeal.supervised",
              ORDER: "supervision_order.issued"}
 
 
+def open_clock(uow: UnitOfWork, *, appeal_id: str, dept: str, duty_id: str, kind: str,
+               due_at: datetime, reg_no: str) -> None:
+    """Start (or restart with a new deadline) the clock of one duty: an assignment's sign
+    or respond, or a confirmed class problem's deadline (duty_id = the class id)."""
+    _open(uow, appeal_id, dept, duty_id, kind, due_at, reg_no)
+
+
 def _open(uow: UnitOfWork, appeal_id: str, dept: str, assignment_id: str, kind: str,
           due_at: datetime, reg_no: str) -> None:
     clock_id = f"{assignment_id}:{kind}"
@@ -48,6 +55,11 @@ def _open(uow: UnitOfWork, appeal_id: str, dept: str, assignment_id: str, kind: 
 def reopen_clock(uow: UnitOfWork, clock: Clock, due_at: datetime) -> None:
     _open(uow, clock.appeal_id, clock.dept_code, clock.assignment_id, clock.kind, due_at,
           clock.reg_no)
+
+
+def cancel_clocks(uow: UnitOfWork, appeal_id: str) -> None:
+    """The appeal is closed: nobody is chased about it any more."""
+    _set_state(uow, Clock.appeal_id == appeal_id, "cancelled", uow.now)
 
 
 def _set_state(uow: UnitOfWork, where: Any, state: str, at: datetime) -> None:
@@ -115,16 +127,18 @@ def _notify(uow: UnitOfWork, clock: Clock, kind: str, now: datetime,
     body = {"deadline": clock.kind, "due_at": clock.due_at.isoformat(),
             "working_days_overdue": overdue}
     if kind == ORDER:
-        body["order_no"] = f"ZD-{clock.reg_no}-{clock.kind}"
+        body["order_no"] = f"ZD-{clock.reg_no}-{clock.dept_code}-{clock.kind}-{now:%Y%m%d%H%M}"
         body["feedback_required"] = True
     send_to_department(uow, clock.dept_code, kind, clock.reg_no, clock.assignment_id, body)
+    # A class problem's clock is about no single appeal (its reg_no is the class id).
+    appeal_id = None if clock.kind == "class" else clock.appeal_id
     if kind == NOTICE:
         uow.emit("appeal.overdue", {"reg_no": clock.reg_no, "assignment_id": clock.assignment_id,
                                     "dept_code": clock.dept_code, "deadline": clock.kind,
                                     "due_at": clock.due_at.isoformat()},
-                 appeal_id=clock.appeal_id)
+                 appeal_id=appeal_id)
     uow.emit(EVENT_FOR[kind], {"reg_no": clock.reg_no, "assignment_id": clock.assignment_id,
-                               "dept_code": clock.dept_code, **body}, appeal_id=clock.appeal_id)
+                               "dept_code": clock.dept_code, **body}, appeal_id=appeal_id)
 
 
 def list_clocks(runtime: ServiceRuntime, reg_no: str) -> list[dict[str, Any]]:

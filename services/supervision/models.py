@@ -27,6 +27,42 @@ class SupervisedAppeal(Base):
     outcome: Mapped[str | None] = mapped_column(String(24))
     followup_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # What 类题破解 compares: the words and the classification.
+    registered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str | None] = mapped_column(String(64))
+    industry_chain: Mapped[str | None] = mapped_column(String(64))
+
+
+class ClassProblem(Base):
+    """类题破解: similar appeals of one chain or field, solved as one class."""
+
+    __tablename__ = "class_problems"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # suggested / confirmed / resolved / closed, or dismissed
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    industry_chain: Mapped[str | None] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(64))
+    keywords: Mapped[str] = mapped_column(Text, default="[]")
+    score: Mapped[float] = mapped_column()
+    suggested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    lead_entity: Mapped[str | None] = mapped_column(String(48))
+    units: Mapped[str] = mapped_column(Text, default="[]")
+    deadline: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    measures: Mapped[str | None] = mapped_column(Text)
+    promote: Mapped[bool | None] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(Text)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ClassProblemMember(Base):
+    __tablename__ = "class_problem_members"
+
+    class_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    appeal_id: Mapped[str] = mapped_column(String(36), primary_key=True, index=True)
+    reg_no: Mapped[str] = mapped_column(String(32))
 
 
 class Followup(Base):

@@ -16,7 +16,7 @@ from appeals_common.lifecycle import IllegalTransition, next_appeal_state, proje
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
 from appeals_common.schemas import FollowupSchema, UnreachableClosureSchema
-from services.supervision.clocks import apply_to_clocks, reopen_clock
+from services.supervision.clocks import apply_to_clocks, cancel_clocks, reopen_clock
 from services.supervision.models import Clock, Followup, SupervisedAppeal
 
 EVENTS_CONSUMER = "supervision.events"
@@ -32,8 +32,12 @@ def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, delivery: Deliv
         if not uow.first_time(EVENTS_CONSUMER, event.event_id):
             return
         if event.event_type == "appeal.registered":
-            uow.session.add(SupervisedAppeal(id=event.appeal_id, reg_no=event.data["reg_no"],
-                                             state="registered", state_at=event.occurred_at))
+            data = event.data
+            uow.session.add(SupervisedAppeal(
+                id=event.appeal_id, reg_no=data["reg_no"], state="registered",
+                state_at=event.occurred_at, registered_at=event.occurred_at,
+                text=f"{data.get('title', '')}\n{data.get('content', '')}",
+                category=data.get("category"), industry_chain=data.get("industry_chain")))
             return
         if event.producer == runtime.service:
             return  # our own changes were applied when we made them
@@ -54,6 +58,10 @@ def _apply(appeal: SupervisedAppeal, event: Event, calendar: WorkingCalendar) ->
         appeal.outcome = data.get("outcome")
         appeal.followup_by = calendar.add_working_days(event.occurred_at,
                                                        FOLLOWUP_WORKING_DAYS).at
+    elif event.event_type == "extension.decided" and data.get("approved"):
+        appeal.respond_by = datetime.fromisoformat(data["respond_by"])
+    elif event.event_type == "appeal.reclassified":
+        appeal.category, appeal.industry_chain = data["category"], data["industry_chain"]
     elif event.event_type == "appeal.resolved_on_spot":
         appeal.followup_by = calendar.add_working_days(event.occurred_at,
                                                        FOLLOWUP_WORKING_DAYS).at
@@ -93,6 +101,7 @@ def record_followup(runtime: ServiceRuntime, calendar: WorkingCalendar, reg_no: 
         appeal.state, appeal.state_at = new_state, uow.now
         if satisfied:
             appeal.closed_at = uow.now
+            cancel_clocks(uow, appeal.id)
             uow.emit("appeal.closed", {
                 "reg_no": reg_no, "reason": "satisfied_followup", "actor": actor,
                 "on_time": appeal.respond_by is None or appeal.responded_at is None
@@ -117,6 +126,7 @@ def close_unreachable(runtime: ServiceRuntime, reg_no: str, payload: Any, actor:
         except IllegalTransition as exc:
             raise Conflict(f"closure refused: {exc}") from None
         appeal.state_at = appeal.closed_at = uow.now
+        cancel_clocks(uow, appeal.id)
         uow.emit("appeal.closed", {
             "reg_no": reg_no, "reason": "enterprise_unreachable", "note": data["reason"],
             "contact_attempts": data["contact_attempts"], "actor": actor,
@@ -128,10 +138,12 @@ def close_unreachable(runtime: ServiceRuntime, reg_no: str, payload: Any, actor:
 def _issue_key_order(uow: UnitOfWork, calendar: WorkingCalendar, appeal: SupervisedAppeal,
                      followup: dict[str, Any], actor: str) -> None:
     """不满意: a key supervision order to the lead unit with a new deadline, and 重办."""
+    # The current lead: its respond clock is the newest one not taken back.
     lead = uow.session.scalars(select(Clock).where(
-        Clock.appeal_id == appeal.id, Clock.kind == "respond")).first()
+        Clock.appeal_id == appeal.id, Clock.kind == "respond", Clock.state != "cancelled")
+        .order_by(Clock.due_at.desc())).first()
     due = calendar.add_working_days(uow.now, REOPEN_WORKING_DAYS).at
-    order_no = f"ZD-{appeal.reg_no}-{uow.now:%Y%m%d%H%M%S}"
+    order_no = f"ZD-{appeal.reg_no}-{lead.dept_code if lead else 'bureau'}-{uow.now:%Y%m%d%H%M%S}"
     body = {"order_no": order_no, "reasons": followup["comments"] or followup["grade"],
             "grade": followup["grade"], "respond_by": due.isoformat(),
             "feedback_required": True}

@@ -185,6 +185,10 @@ def test_unreachable_enterprise_closed_only_after_three_attempts(sup):
     result = usecases.close_unreachable(sup.runtime, reg_no, {
         "contact_attempts": 3, "reason": "三次电话均无人接听"}, "alice")
     assert result["state"] == "closed"
+    before = len(sup.sent())
+    sup.clock.moment = at("2026-12-21", 10)
+    clocks.scan(sup.runtime, CAL, HOURS)
+    assert len(sup.sent()) == before, "a closed appeal's clocks are stopped"
 
 
 def test_on_the_spot_answer_followed_up_unsatisfied_is_reopened_for_dispatch(sup):
