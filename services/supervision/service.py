@@ -15,15 +15,36 @@ from appeals_common.calendar import WorkingCalendar
 from appeals_common.http import NotFound, api, read_json
 from appeals_common.metrics import load_calendar
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
+from appeals_common.registries import load_departments
 from appeals_common.service_base import BaseService
 from appeals_common.settings import load_settings
+from services.supervision import class_problem_usecases as classes
 from services.supervision import clocks, usecases
+from services.supervision.class_problems import ClusterSettings
 from services.supervision.escalation import WorkingHours
 from services.supervision.models import Base
 
 # Read at import: nameko fixes a timer's interval when the class is defined.
 SCAN_SECONDS = float(os.environ.get("APPEALS_SCAN_SECONDS", "60"))
 WORKING_HOURS = WorkingHours.parse(os.environ.get("APPEALS_WORKING_HOURS", "09:00-17:30"))
+DETECT_SECONDS = float(os.environ.get("APPEALS_CLASS_DETECT_SECONDS", "3600"))
+STAFF_ROLES = ("bureau_admin", "bureau_staff")
+
+
+class ClassSettings(DependencyProvider):
+    """Clustering settings for 类题破解 and the departments that may lead a class."""
+
+    def setup(self) -> None:
+        env = os.environ
+        defaults = ClusterSettings()
+        self.settings = ClusterSettings(
+            threshold=float(env.get("APPEALS_CLASS_THRESHOLD", defaults.threshold)),
+            window_days=int(env.get("APPEALS_CLASS_WINDOW_DAYS", defaults.window_days)),
+            min_size=int(env.get("APPEALS_CLASS_MIN_SIZE", defaults.min_size)))
+        self.departments = frozenset(load_departments(load_settings().config_dir))
+
+    def get_dependency(self, worker_ctx: Any) -> ClassSettings:
+        return self
 
 
 class Calendar(DependencyProvider):
@@ -40,6 +61,7 @@ class SupervisionService(BaseService):
     runtime = Runtime("supervision", Base.metadata)
     calendar = Calendar()
     metrics_dep = Metrics("supervision")
+    class_settings = ClassSettings()
 
     @reliable_consume("supervision.events")
     def on_event(self, delivery: Delivery) -> None:
@@ -77,6 +99,41 @@ class SupervisionService(BaseService):
     @rpc
     def record_followup(self, reg_no: str, followup: dict, actor: str) -> dict:
         return usecases.record_followup(self.runtime, self.calendar, reg_no, followup, actor)
+
+    @timer(interval=DETECT_SECONDS)
+    def detect_class_problems(self) -> int:
+        return len(classes.detect(self.runtime, self.class_settings.settings))
+
+    @http("POST", "/class-problems/detection")
+    @api(*STAFF_ROLES)
+    def http_detect(self, request: Any, principal: Principal) -> list[dict]:
+        return classes.detect(self.runtime, self.class_settings.settings)
+
+    @http("GET", "/class-problems")
+    @api(*STAFF_ROLES, "viewer")
+    def http_class_problems(self, request: Any, principal: Principal) -> list[dict]:
+        return classes.list_problems(self.runtime, request.args.get("state"))
+
+    @http("POST", "/class-problems/<string:class_id>/confirmation")
+    @api(*STAFF_ROLES)
+    def http_confirm(self, request: Any, principal: Principal, class_id: str) -> dict:
+        return classes.confirm(self.runtime, self.class_settings.departments, class_id,
+                               read_json(request), principal.subject)
+
+    @http("POST", "/class-problems/<string:class_id>/resolution")
+    @api(*STAFF_ROLES)
+    def http_resolve(self, request: Any, principal: Principal, class_id: str) -> dict:
+        return classes.resolve(self.runtime, class_id, read_json(request), principal.subject)
+
+    @http("POST", "/class-problems/<string:class_id>/closure")
+    @api(*STAFF_ROLES)
+    def http_close_class(self, request: Any, principal: Principal, class_id: str) -> dict:
+        return classes.close(self.runtime, class_id, read_json(request), principal.subject)
+
+    @http("POST", "/class-problems/<string:class_id>/dismissal")
+    @api(*STAFF_ROLES)
+    def http_dismiss(self, request: Any, principal: Principal, class_id: str) -> dict:
+        return classes.dismiss(self.runtime, class_id, read_json(request), principal.subject)
 
     @rpc
     def close_unreachable(self, reg_no: str, payload: dict, actor: str) -> dict:

@@ -1,0 +1,106 @@
+"""类题破解 through supervision's service layer on PostgreSQL: suggested from similar
+appeals, confirmed with a lead entity and deadline, supervised, resolved, closed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from appeals_common.http import Conflict, FieldErrors
+from services.supervision import class_problem_usecases as classes
+from services.supervision import clocks
+from services.supervision.class_problems import ClusterSettings
+from services.supervision.escalation import WorkingHours
+from tests.integration.test_supervision_clocks import CAL, Supervision, at
+
+DEPARTMENTS = frozenset({"zjj", "zrzyj", "gxj"})
+SIMILAR = [
+    "施工许可审批时间太长，项目迟迟不能开工",
+    "项目施工许可办理周期长，影响开工进度",
+    "施工许可证审批慢，开工时间一再推迟",
+    "申请施工许可等了一个多月还没批下来，项目无法开工",
+]
+
+
+@pytest.fixture
+def sup(databases):
+    s = Supervision(databases.url(f"cls_{uuid.uuid4().hex[:6]}"))
+    yield s
+    s.store.dispose()
+
+
+def register(sup: Supervision, text: str, chain: str | None = "construction_realestate",
+             category: str = "0102") -> str:
+    appeal_id = str(uuid.uuid4())
+    sup.deliver("appeal.registered", appeal_id, {
+        "reg_no": f"WH-2026-{uuid.uuid4().int % 10**6:06d}", "title": text, "content": "",
+        "category": category, "industry_chain": chain}, "intake")
+    return appeal_id
+
+
+def events(sup: Supervision, event_type: str) -> list[dict]:
+    outbox = sup.store.outbox
+    with sup.store.engine.connect() as conn:
+        rows = conn.execute(select(outbox).where(outbox.c.routing_key == event_type)
+                            .order_by(outbox.c.id)).mappings().all()
+    return [json.loads(r["body"]) for r in rows]
+
+
+def test_class_problem_from_suggestion_to_close(sup):
+    members = {register(sup, text) for text in SIMILAR}
+    register(sup, "餐饮店食品经营许可证延续办理", chain="trade_consumption", category="0103")
+    (suggested,) = classes.detect(sup.runtime, ClusterSettings())
+    assert suggested["state"] == "suggested" and len(suggested["reg_nos"]) == 4
+    assert classes.detect(sup.runtime, ClusterSettings()) == [], "not suggested twice"
+
+    class_id = suggested["class_id"]
+    with pytest.raises(FieldErrors):
+        classes.confirm(sup.runtime, DEPARTMENTS, class_id, {
+            "lead_entity": "nobody", "deadline": at("2026-12-18", 18).isoformat()}, "chief")
+    confirmed = classes.confirm(sup.runtime, DEPARTMENTS, class_id, {
+        "lead_entity": "zjj", "units": ["zrzyj"], "deadline": at("2026-12-18", 18).isoformat(),
+        "note": "专项研判施工许可提速"}, "chief")
+    assert confirmed["state"] == "confirmed"
+
+    # Supervised with the same clocks: the lead entity is reminded before the deadline.
+    sup.clock.moment = at("2026-12-17", 10)
+    clocks.scan(sup.runtime, CAL, WorkingHours())
+    (reminder,) = [m for m in sup.sent() if m["kind"] == "reminder"]
+    assert (reminder["dept_code"], reminder["reg_no"], reminder["deadline"]) == \
+        ("zjj", class_id, "class")
+
+    with pytest.raises(Conflict):
+        classes.close(sup.runtime, class_id, {"promote": True}, "chief")
+    classes.resolve(sup.runtime, class_id, {"measures": "推行告知承诺制，审批压缩至5个工作日"},
+                    "zjj-user")
+    sup.clock.moment = at("2026-12-22", 10)
+    clocks.scan(sup.runtime, CAL, WorkingHours())
+    assert not [m for m in sup.sent() if m["kind"] == "supervision_notice"], "met in time"
+    closed = classes.close(sup.runtime, class_id, {"promote": True, "note": "全区推广"}, "chief")
+    assert closed["state"] == "closed" and closed["promote"] is True
+    annotated = events(sup, "class_problem.annotated")
+    assert {e["appeal_id"] for e in annotated} == members
+    assert all(e["data"]["measures"].startswith("推行告知承诺制") for e in annotated)
+
+
+def test_dismissed_suggestion_frees_its_appeals(sup):
+    for text in SIMILAR[:3]:
+        register(sup, text)
+    (first,) = classes.detect(sup.runtime, ClusterSettings())
+    classes.dismiss(sup.runtime, first["class_id"], {"reason": "个案，不成类"}, "chief")
+    assert classes.detect(sup.runtime, ClusterSettings())[0]["reg_nos"] == first["reg_nos"]
+    assert sorted(p["state"] for p in classes.list_problems(sup.runtime, None)) == \
+        ["dismissed", "suggested"]
+    assert len(classes.list_problems(sup.runtime, "dismissed")) == 1
+
+
+def test_old_appeals_are_outside_the_window(sup):
+    sup.clock.moment = at("2026-11-27") - timedelta(days=120)
+    for text in SIMILAR:
+        register(sup, text)
+    sup.clock.moment = at("2026-11-27")
+    assert classes.detect(sup.runtime, ClusterSettings()) == []
