@@ -33,7 +33,7 @@ def suite_env(amqp_uri, databases, tmp_path_factory) -> dict[str, str]:
         "APPEALS_AMQP_URI": amqp_uri,
         "APPEALS_DATABASE_URL": base + "_{service}",
         "APPEALS_JWT_SECRET": JWT_SECRET,
-        "APPEALS_RETRY_DELAYS_MS": "200,400,800",
+        "APPEALS_RETRY_DELAYS_MS": "300,1000,3000",
         "APPEALS_RELAY_POLL_SECONDS": "0.5",
         "APPEALS_LOG_LEVEL": "INFO",
         # Empty means real time; a test may write a moment into it to move every

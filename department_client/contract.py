@@ -1,0 +1,212 @@
+"""The department's side of the bus contract (docs/asyncapi.yaml), as plain data.
+
+Pure functions only - no broker, no network - so every department can check what it is
+about to publish before it publishes it. Nothing here imports the suite's own code: a
+department codes against the documented contract alone.
+
+Replies are strict on the suite's side (an unknown field is refused), so the builders
+refuse unknown fields too and check what the contract fixes: lengths, the outcome enum,
+department-code syntax and times with an explicit UTC offset.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+DISPATCH_EXCHANGE = "appeals.dispatch"
+REPLIES_EXCHANGE = "appeals.replies"
+CONTENT_TYPE = "application/json"
+
+CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+# These would clash with the suite's own dispatch.* queues (dispatch.events, dispatch.replies).
+RESERVED_CODES = frozenset({"events", "replies", "dlq"})
+
+# Department message kinds on appeals.dispatch. Readers MUST accept (and may ignore) kinds
+# that are not listed here: the suite may add kinds in minor versions.
+KNOWN_KINDS = ("assignment", "reply_result", "reminder", "supervision_notice",
+               "key_supervision_order", "reassigned")
+
+ACTIONS = ("sign", "respond", "return", "extend")
+OUTCOMES = ("solved", "explained", "not_solvable")  # 已解决 / 已解释说明 / 现行政策下无法解决
+
+ASSIGNMENT_ID_MAX = 64
+REG_NO_MAX = 32
+OPERATOR_MAX = 50
+REPLY_MAX = 5000
+REASON_CODE_MAX = 32
+REASON_MAX = 1000
+
+# Fields each action may carry beyond the common ones (schema_version, assignment_id,
+# reg_no, replied_at, operator); True = required.
+ACTION_FIELDS: dict[str, dict[str, bool]] = {
+    "sign": {},
+    "respond": {"outcome": True, "reply": True, "contacted_at": True},
+    "return": {"reason_code": True, "reason": True, "suggested_unit": False},
+    "extend": {"requested_until": True, "reason": True},
+}
+TIME_FIELDS = frozenset({"replied_at", "contacted_at", "requested_until"})
+
+
+class ReplyValidationError(ValueError):
+    """A reply that the suite would refuse; `errors` is `{field: [message]}` like its reply_result."""
+
+    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+        self.errors = {field: list(messages) for field, messages in errors.items()}
+        text = "; ".join(f"{field}: {', '.join(messages)}" for field, messages in self.errors.items())
+        super().__init__(text or "invalid reply")
+
+
+def check_dept_code(code: str) -> str:
+    if not isinstance(code, str) or not CODE_RE.match(code) or code in RESERVED_CODES:
+        raise ValueError(f"not a department code: {code!r} (lowercase [a-z0-9_-], not events/replies/dlq)")
+    return code
+
+
+def dispatch_queue(dept_code: str) -> str:
+    """The queue a department reads: `dispatch.<dept_code>` (declared by the suite, never by us)."""
+    return f"dispatch.{check_dept_code(dept_code)}"
+
+
+def reply_routing_key(dept_code: str, action: str) -> str:
+    """`dept.<dept_code>.<action>` on exchange `appeals.replies`."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    return f"dept.{check_dept_code(dept_code)}.{action}"
+
+
+def parse_time(value: Any) -> datetime:
+    """An aware datetime from a datetime or an ISO 8601 string; naive times are refused."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 date-time: {value!r}") from None
+    else:
+        raise ValueError(f"not a date-time: {value!r}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"date-time without a UTC offset: {value!r} (e.g. 2026-11-27T10:30:00+08:00)")
+    return moment
+
+
+def iso_time(value: Any) -> str:
+    return parse_time(value).isoformat()
+
+
+def now_iso() -> str:
+    """Now, in the machine's local zone, with its offset."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def assignment_ref(assignment: Any) -> tuple[str, str]:
+    """(assignment_id, reg_no) from an assignment message (or any department message that
+    names one, e.g. a reply_result), an object with those attributes, or a pair."""
+    if isinstance(assignment, Mapping):
+        assignment_id, reg_no = assignment.get("assignment_id"), assignment.get("reg_no")
+    elif isinstance(assignment, tuple | list) and len(assignment) == 2:
+        assignment_id, reg_no = assignment
+    elif hasattr(assignment, "assignment_id") and hasattr(assignment, "reg_no"):
+        assignment_id, reg_no = assignment.assignment_id, assignment.reg_no
+    else:
+        raise TypeError("assignment must be a message dict, an (assignment_id, reg_no) pair "
+                        f"or have .assignment_id and .reg_no, not {type(assignment).__name__}")
+    errors: dict[str, list[str]] = {}
+    _text(errors, "assignment_id", assignment_id, ASSIGNMENT_ID_MAX)
+    _text(errors, "reg_no", reg_no, REG_NO_MAX)
+    if errors:
+        raise ReplyValidationError(errors)
+    return assignment_id, reg_no
+
+
+def _text(errors: dict[str, list[str]], field: str, value: Any, max_len: int, min_len: int = 1) -> None:
+    if not isinstance(value, str):
+        errors.setdefault(field, []).append("must be a string")
+    elif not min_len <= len(value) <= max_len:
+        errors.setdefault(field, []).append(f"length must be between {min_len} and {max_len}")
+
+
+def build_reply(action: str, assignment: Any, *, replied_at: Any = None, operator: str | None = None,
+                **fields: Any) -> dict[str, Any]:
+    """The body of one reply, checked against the contract.
+
+    `replied_at` defaults to now (local zone, with offset); `operator` and
+    `suggested_unit` are left out when None. Raises ReplyValidationError (with every
+    problem found) or ValueError for an unknown action.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    assignment_id, reg_no = assignment_ref(assignment)
+    allowed = ACTION_FIELDS[action]
+    errors: dict[str, list[str]] = {}
+    for name in fields:
+        if name not in allowed:
+            errors.setdefault(name, []).append(f"unknown field for a {action} reply")
+    for name, required in allowed.items():
+        if required and fields.get(name) is None:
+            errors.setdefault(name, []).append("required")
+
+    body: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "assignment_id": assignment_id,
+                            "reg_no": reg_no}
+    for name, value in {"replied_at": now_iso() if replied_at is None else replied_at,
+                        **{k: v for k, v in fields.items() if k in allowed and v is not None}}.items():
+        if name in TIME_FIELDS:
+            try:
+                body[name] = iso_time(value)
+            except ValueError as exc:
+                errors.setdefault(name, []).append(str(exc))
+            continue
+        body[name] = value
+    if operator is not None:
+        _text(errors, "operator", operator, OPERATOR_MAX, min_len=0)
+        body["operator"] = operator
+
+    if action == "respond":
+        if "outcome" in body and body["outcome"] not in OUTCOMES:
+            errors.setdefault("outcome", []).append(f"must be one of {', '.join(OUTCOMES)}")
+        if "reply" in body:
+            _text(errors, "reply", body["reply"], REPLY_MAX)
+    elif action == "return":
+        if "reason_code" in body:
+            _text(errors, "reason_code", body["reason_code"], REASON_CODE_MAX)
+        if "reason" in body:
+            _text(errors, "reason", body["reason"], REASON_MAX)
+        unit = body.get("suggested_unit")
+        if unit is not None and not (isinstance(unit, str) and CODE_RE.match(unit)):
+            errors.setdefault("suggested_unit", []).append("not a department code")
+    elif action == "extend" and "reason" in body:
+        _text(errors, "reason", body["reason"], REASON_MAX)
+    if errors:
+        raise ReplyValidationError(errors)
+    return body
+
+
+def sign_body(assignment: Any, operator: str | None = None, *, replied_at: Any = None) -> dict[str, Any]:
+    """签收."""
+    return build_reply("sign", assignment, replied_at=replied_at, operator=operator)
+
+
+def respond_body(assignment: Any, outcome: str, reply: str, contacted_at: Any, *,
+                 operator: str | None = None, replied_at: Any = None) -> dict[str, Any]:
+    """部门响应: outcome solved | explained | not_solvable, the answer, when the enterprise was contacted."""
+    return build_reply("respond", assignment, replied_at=replied_at, operator=operator,
+                       outcome=outcome, reply=reply, contacted_at=contacted_at)
+
+
+def return_body(assignment: Any, reason_code: str, reason: str, suggested_unit: str | None = None, *,
+                operator: str | None = None, replied_at: Any = None) -> dict[str, Any]:
+    """退单, within the assignment's `return_by`."""
+    return build_reply("return", assignment, replied_at=replied_at, operator=operator,
+                       reason_code=reason_code, reason=reason, suggested_unit=suggested_unit)
+
+
+def extend_body(assignment: Any, requested_until: Any, reason: str, *, operator: str | None = None,
+                replied_at: Any = None) -> dict[str, Any]:
+    """延期申请: `requested_until` must be after the current `respond_by`."""
+    return build_reply("extend", assignment, replied_at=replied_at, operator=operator,
+                       requested_until=requested_until, reason=reason)
