@@ -29,16 +29,17 @@ RESERVED_CODES = frozenset({"events", "replies", "dlq"})
 # Department message kinds on appeals.dispatch. Readers MUST accept (and may ignore) kinds
 # that are not listed here: the suite may add kinds in minor versions.
 KNOWN_KINDS = ("assignment", "reply_result", "reminder", "supervision_notice",
-               "key_supervision_order", "reassigned")
+               "key_supervision_order", "reassigned", "return_decision", "extension_decision")
 
 ACTIONS = ("sign", "respond", "return", "extend")
 OUTCOMES = ("solved", "explained", "not_solvable")  # 已解决 / 已解释说明 / 现行政策下无法解决
+# 退单 reasons the suite accepts (不属于本单位职责 / 应由其他单位承办 / 信息不全 / 重复 / 其他).
+RETURN_REASON_CODES = ("not_our_duty", "wrong_unit", "insufficient_info", "duplicate", "other")
 
 ASSIGNMENT_ID_MAX = 64
 REG_NO_MAX = 32
 OPERATOR_MAX = 50
 REPLY_MAX = 5000
-REASON_CODE_MAX = 32
 REASON_MAX = 1000
 
 # Fields each action may carry beyond the common ones (schema_version, assignment_id,
@@ -172,8 +173,9 @@ def build_reply(action: str, assignment: Any, *, replied_at: Any = None, operato
         if "reply" in body:
             _text(errors, "reply", body["reply"], REPLY_MAX)
     elif action == "return":
-        if "reason_code" in body:
-            _text(errors, "reason_code", body["reason_code"], REASON_CODE_MAX)
+        if "reason_code" in body and body["reason_code"] not in RETURN_REASON_CODES:
+            errors.setdefault("reason_code", []).append(
+                f"must be one of {', '.join(RETURN_REASON_CODES)}")
         if "reason" in body:
             _text(errors, "reason", body["reason"], REASON_MAX)
         unit = body.get("suggested_unit")

@@ -520,3 +520,11 @@ def test_example_endpoint_refuses_non_json() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_return_reason_codes_are_the_suites():
+    """The department side keeps the same fixed list of 退单 reasons as the suite."""
+    from appeals_common.reference import RETURN_REASONS
+    from department_client.contract import RETURN_REASON_CODES
+
+    assert set(RETURN_REASON_CODES) == set(RETURN_REASONS)
