@@ -161,7 +161,8 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
         return engine
     # No pre-ping (a round trip per transaction): a connection that died is discarded
     # when its error surfaces, and the consumer's retry runs the work again.
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+                         pool_timeout=60)
 
 
 class UnitOfWork:

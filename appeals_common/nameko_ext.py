@@ -102,7 +102,7 @@ class Runtime(DependencyProvider):
     def setup(self) -> None:
         self.settings = load_settings()
         self.store = Store(self.settings.database_url_for(self.service), self.metadata,
-                           producer=self.service, pool_size=self.settings.max_workers + 5)
+                           producer=self.service, pool_size=self.settings.db_pool_size)
         self.store.create_schema()
         self.store.on_commit.append(self.wake)
         self.publisher = ConfirmingPublisher(self.settings.amqp_uri)

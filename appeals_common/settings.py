@@ -30,6 +30,9 @@ class Settings:
     http_host: str = "0.0.0.0"
     http_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_HTTP_PORTS))
     max_workers: int = 20
+    # Connections per service process (as many again may open under load). Four services
+    # and their replicas share PostgreSQL's max_connections (100 by default).
+    db_pool_size: int = 8
     queue_type: str = "classic"  # "quorum" on a RabbitMQ cluster
     relay_batch_size: int = 200
     relay_poll_seconds: float = 1.0
@@ -77,6 +80,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         http_host=env.get("APPEALS_HTTP_HOST", defaults.http_host),
         http_ports=ports,
         max_workers=_int(env, "APPEALS_MAX_WORKERS", defaults.max_workers),
+        db_pool_size=_int(env, "APPEALS_DB_POOL_SIZE", defaults.db_pool_size),
         queue_type=queue_type,
         relay_batch_size=_int(env, "APPEALS_RELAY_BATCH_SIZE", defaults.relay_batch_size),
         retry_delays_ms=retry_delays,
