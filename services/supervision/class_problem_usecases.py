@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 from sqlalchemy import func, select
 
 from appeals_common.db import UnitOfWork
@@ -18,7 +18,8 @@ from services.supervision.class_problems import AppealText, ClusterSettings, fin
 from services.supervision.clocks import open_clock
 from services.supervision.models import ClassProblem, ClassProblemMember, Clock, SupervisedAppeal
 
-ACTIVE_STATES = ("suggested", "confirmed", "resolved")
+# An appeal in a class of these states is not suggested again (only a dismissal frees it).
+HOLDING_STATES = ("suggested", "confirmed", "resolved", "closed")
 
 
 class ConfirmSchema(StrictSchema):
@@ -38,7 +39,7 @@ class CloseSchema(StrictSchema):
     note = fields.String(load_default="", validate=validate.Length(max=2000))
 
 
-class DismissSchema(Schema):
+class DismissSchema(StrictSchema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
 
 
@@ -49,7 +50,7 @@ def detect(runtime: ServiceRuntime, settings: ClusterSettings) -> list[dict[str,
         taken = set(uow.session.scalars(
             select(ClassProblemMember.appeal_id).join(
                 ClassProblem, ClassProblem.id == ClassProblemMember.class_id)
-            .where(ClassProblem.state.in_(ACTIVE_STATES))))
+            .where(ClassProblem.state.in_(HOLDING_STATES))))
         rows = uow.session.scalars(select(SupervisedAppeal).where(
             SupervisedAppeal.registered_at >= now - timedelta(days=settings.window_days),
             SupervisedAppeal.state != "withdrawn"))
@@ -105,9 +106,14 @@ def confirm(runtime: ServiceRuntime, departments: frozenset[str], class_id: str,
     """The bureau names the lead entity (牵头主体), responsible units and a deadline; the
     lead entity is supervised against it like any assignment."""
     data = ConfirmSchema().load(payload)
-    unknown = [u for u in [data["lead_entity"], *data["units"]] if u not in departments]
-    if unknown:
-        raise FieldErrors({"lead_entity": [f"unknown department(s): {', '.join(unknown)}"]})
+    errors: dict[str, list[str]] = {}
+    if data["lead_entity"] not in departments:
+        errors["lead_entity"] = [f"unknown department {data['lead_entity']!r}"]
+    unknown_units = [u for u in data["units"] if u not in departments]
+    if unknown_units:
+        errors["units"] = [f"unknown department(s): {', '.join(unknown_units)}"]
+    if errors:
+        raise FieldErrors(errors)
     with runtime.unit_of_work() as uow:
         problem = _locked(uow, class_id, "suggested")
         if data["deadline"] <= uow.now:

@@ -1,7 +1,9 @@
 """docs/openapi.yaml against the running suite: every HTTP operation of the four services
 is called, and every JSON body that comes back is validated against the schema the
 document gives for that operation and status (formats checked; fields the document does
-not name are refused, so an undocumented field fails here too)."""
+not name are refused, so an undocumented field fails here too). Departments answer over
+the bus (tests/e2e/bus.py), as they do in production, where the bureau's decisions need
+a reply first (a return, an extension request)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import jwt
 import pytest
 import requests
 import yaml
+
+from tests.e2e.bus import Bus, reply_body
 
 pytestmark = pytest.mark.e2e
 
@@ -190,6 +194,9 @@ def test_no_or_bad_token_is_401(api):
     api.call("GET", "dispatch", "/assignments", 401, headers={"Authorization": "Basic eDp5"})
     api.call("GET", "reporting", "/reports/summary", 401, role=None)
     api.call("GET", "supervision", "/appeals/{reg_no}/clock", 401, role=None, reg_no="WH-1")
+    api.call("GET", "supervision", "/appeals/{reg_no}/deadlines", 401, role=None, reg_no="WH-1")
+    api.call("GET", "supervision", "/class-problems", 401, role=None)
+    api.call("POST", "supervision", "/class-problems/detection", 401, role=None)
 
 
 def test_roles_outside_x_roles_are_403(api):
@@ -202,6 +209,18 @@ def test_roles_outside_x_roles_are_403(api):
              dept="zjj", reg_no="WH-1")
     api.call("POST", "supervision", "/appeals/{reg_no}/followups", 403, role="viewer",
              json={"grade": "satisfied", "resolved": True}, reg_no="WH-1")
+    api.call("POST", "supervision", "/appeals/{reg_no}/closure", 403, role="viewer",
+             json={"contact_attempts": 3, "reason": "x"}, reg_no="WH-1")
+    api.call("GET", "supervision", "/appeals/{reg_no}/deadlines", 403, role="department",
+             dept="zjj", reg_no="WH-1")
+    api.call("POST", "supervision", "/class-problems/detection", 403, role="viewer")
+    api.call("GET", "supervision", "/class-problems", 403, role="department", dept="zjj")
+    for step, body in (("confirmation", {"lead_entity": "fgj",
+                                         "deadline": "2026-12-18T18:00:00+08:00"}),
+                       ("resolution", {"measures": "x"}), ("closure", {"promote": True}),
+                       ("dismissal", {"reason": "x"})):
+        api.call("POST", "supervision", f"/class-problems/{{class_id}}/{step}", 403,
+                 role="viewer", class_id="LT-1999-9999", json=body)
 
 
 # --- intake ---------------------------------------------------------------------------------
@@ -361,6 +380,173 @@ def test_assignments(api, dispatched):
     assert reg_no in {a["reg_no"] for a in everything}
 
 
+def _assignments(api: Api, **params: str) -> list[dict]:
+    return requests.get(f"{api.urls['dispatch']}/assignments", params=params, timeout=15,
+                        headers=api.headers("bureau_staff")).json()
+
+
+def _one_assignment(api: Api, reg_no: str, **params: str) -> dict:
+    """The appeal's only assignment matching `params`, once dispatch has it."""
+    found = poll(lambda: (rows := _assignments(api, reg_no=reg_no, **params)) and rows)
+    (row,) = found
+    return row
+
+
+@pytest.fixture
+def bus(amqp_uri, suite):
+    b = Bus(amqp_uri)
+    yield b
+    b.close()
+
+
+def test_return_decision(api, bus):
+    """A unit returns its assignment over the bus; the bureau rejects one return and
+    accepts another - the appeal is routed again without that unit."""
+    created = api.call("POST", "intake", "/appeals", 201, json=appeal(unique()))
+    reg_no = created["reg_no"]
+    lead = _one_assignment(api, reg_no, state="assigned", dept="zjj")
+    template = "/assignments/{assignment_id}/return-decision"
+    not_yet = api.call("POST", "dispatch", template, 409, assignment_id=lead["assignment_id"],
+                       json={"accept": True, "reason": "尚未退单"})
+    assert "not waiting for a return decision" in not_yet["error"]
+
+    bus.reply("zjj", "return", reply_body(lead, reason_code="wrong_unit",
+                                          reason="应由自然资源局办理", suggested_unit="zrzyj"))
+    poll(lambda: _assignments(api, reg_no=reg_no, state="returned"))
+    (returned,) = api.call("GET", "dispatch", "/assignments", 200, role="viewer",
+                           params={"reg_no": reg_no, "state": "returned"})
+    assert (returned["assignment_id"], returned["return_reason_code"],
+            returned["suggested_unit"]) == (lead["assignment_id"], "wrong_unit", "zrzyj")
+    assert returned["rule"] == "construction-permit"
+
+    bad = api.call("POST", "dispatch", template, 422, assignment_id=lead["assignment_id"],
+                   json={"accept": "maybe", "surprise": 1})
+    assert {"accept", "reason", "surprise"} <= set(bad["errors"])
+    api.call("POST", "dispatch", template, 403, role="viewer",
+             assignment_id=lead["assignment_id"], json={"accept": True, "reason": "x"})
+    api.call("POST", "dispatch", template, 404, assignment_id=str(uuid.uuid4()),
+             json={"accept": True, "reason": "x"})
+    rejected = api.call("POST", "dispatch", template, 200, assignment_id=lead["assignment_id"],
+                        json={"accept": False, "reason": "属于住建职责，请办理"})
+    assert rejected == {"assignment_id": lead["assignment_id"], "state": "assigned",
+                        "redispatched": False}
+
+    bus.reply("zjj", "return", reply_body(lead, reason_code="not_our_duty", reason="非本单位职责"))
+    poll(lambda: _assignments(api, reg_no=reg_no, state="returned"))
+    accepted = api.call("POST", "dispatch", template, 200, role="bureau_admin",
+                        assignment_id=lead["assignment_id"],
+                        json={"accept": True, "reason": "同意退单"})
+    assert accepted == {"assignment_id": lead["assignment_id"], "state": "withdrawn",
+                        "redispatched": True}
+    rows = api.call("GET", "dispatch", "/assignments", 200, params={"reg_no": reg_no})
+    states = {(a["dept_code"], a["role"], a["state"]) for a in rows}
+    assert {("zjj", "lead", "withdrawn"), ("zrzyj", "co", "withdrawn")} <= states
+    (new_lead,) = [a for a in rows if a["state"] == "assigned" and a["role"] == "lead"]
+    assert new_lead["dept_code"] != "zjj"
+    api.call("POST", "dispatch", template, 409, assignment_id=lead["assignment_id"],
+             json={"accept": False, "reason": "再次审核"})
+
+
+def test_extension_decision(api, bus):
+    """A signed unit asks for more time over the bus; the bureau approves it - never
+    past the category's limit."""
+    created = api.call("POST", "intake", "/appeals", 201, json=appeal(unique()))
+    reg_no = created["reg_no"]
+    lead = _one_assignment(api, reg_no, dept="zjj")
+    bus.reply("zjj", "sign", reply_body(lead))
+    _one_assignment(api, reg_no, dept="zjj", state="signed")
+    respond_by = datetime.fromisoformat(lead["respond_by"])
+    asked = respond_by + timedelta(days=1)
+    bus.reply("zjj", "extend", reply_body(lead, requested_until=asked.isoformat(),
+                                          reason="需要现场核查"))
+
+    def pending() -> list[dict]:
+        listed = api.call("GET", "dispatch", "/extensions", 200, role="viewer",
+                          params={"state": "requested"})
+        return [e for e in listed if e["reg_no"] == reg_no]
+
+    (ext,) = poll(pending)
+    assert (ext["assignment_id"], ext["dept_code"], ext["state"]) == (
+        lead["assignment_id"], "zjj", "requested")
+    assert datetime.fromisoformat(ext["requested_until"]) == asked
+    everything = api.call("GET", "dispatch", "/extensions", 200)
+    assert ext["extension_id"] in {e["extension_id"] for e in everything}
+
+    template = "/extensions/{extension_id}/decision"
+    api.call("POST", "dispatch", template, 403, role="viewer", extension_id=ext["extension_id"],
+             json={"approve": True, "reason": "同意"})
+    api.call("POST", "dispatch", template, 404, extension_id=str(uuid.uuid4()),
+             json={"approve": True, "reason": "同意"})
+    bad = api.call("POST", "dispatch", template, 422, extension_id=ext["extension_id"],
+                   json={"approve": "maybe", "reason": "x",
+                         "respond_by": "2026-12-04T23:59:59"})
+    assert {"approve", "respond_by"} <= set(bad["errors"])
+    too_long = api.call("POST", "dispatch", template, 422, extension_id=ext["extension_id"],
+                        json={"approve": True, "reason": "同意",
+                              "respond_by": (respond_by + timedelta(days=365)).isoformat()})
+    assert "longest time allowed" in too_long["errors"]["respond_by"][0]
+    approved = api.call("POST", "dispatch", template, 200, role="bureau_admin",
+                        extension_id=ext["extension_id"],
+                        json={"approve": True, "reason": "同意延期一天"})
+    assert approved["approved"] is True and approved["actor"] == "e2e-bureau_admin"
+    assert datetime.fromisoformat(approved["respond_by"]) == asked
+    api.call("POST", "dispatch", template, 409, extension_id=ext["extension_id"],
+             json={"approve": False, "reason": "重复审批"})
+    (decided,) = [e for e in api.call("GET", "dispatch", "/extensions", 200,
+                                      params={"state": "approved"}) if e["reg_no"] == reg_no]
+    assert (decided["decided_by"], decided["decision_reason"]) == ("e2e-bureau_admin",
+                                                                   "同意延期一天")
+    now = _one_assignment(api, reg_no, dept="zjj")
+    assert datetime.fromisoformat(now["respond_by"]) == asked
+    # Another request, still waiting when the unit responds, lapses undecided.
+    bus.reply("zjj", "extend", reply_body(lead, requested_until=(asked + timedelta(days=1))
+                                          .isoformat(), reason="仍需核查"))
+    (waiting,) = poll(pending)
+    bus.reply("zjj", "respond", reply_body(lead, outcome="solved", reply="已办结",
+                                           contacted_at="2026-11-27T10:30:00+08:00"))
+    (lapsed,) = poll(lambda: [e for e in api.call("GET", "dispatch", "/extensions", 200,
+                                                  params={"state": "lapsed"})
+                              if e["reg_no"] == reg_no])
+    assert lapsed["extension_id"] == waiting["extension_id"] and lapsed["decided_by"] is None
+    api.call("POST", "dispatch", template, 409, extension_id=waiting["extension_id"],
+             json={"approve": True, "reason": "同意"})
+
+
+def test_override(api):
+    """The bureau chooses the units itself: the open assignments are taken back."""
+    created = api.call("POST", "intake", "/appeals", 201, json=appeal(unique()))
+    reg_no = created["reg_no"]
+    poll(lambda: len(_assignments(api, reg_no=reg_no)) == 2)
+    template = "/appeals/{reg_no}/dispatch"
+    api.call("POST", "dispatch", template, 403, role="viewer", reg_no=reg_no,
+             json={"lead": "czj", "reason": "改派"})
+    unknown = api.call("POST", "dispatch", template, 422, reg_no=reg_no,
+                       json={"lead": "nobody", "reason": "改派"})
+    assert "lead" in unknown["errors"]
+    missing = api.call("POST", "dispatch", template, 422, reg_no=reg_no,
+                       json={"lead": "czj", "co": ["ZJJ"]})
+    assert {"reason", "co.0"} <= set(missing["errors"])
+    api.call("POST", "dispatch", template, 404, reg_no="WH-1999-999999",
+             json={"lead": "czj", "reason": "改派"})
+    chosen = api.call("POST", "dispatch", template, 200, reg_no=reg_no,
+                      json={"lead": "czj", "co": ["zjj", "czj"], "reason": "涉及财政奖补"})
+    assert chosen == {"reg_no": reg_no, "units": {"lead": "czj", "co": ["zjj"]},
+                      "rule": "bureau:e2e-bureau_staff"}
+    rows = api.call("GET", "dispatch", "/assignments", 200, params={"reg_no": reg_no})
+    assert {(a["dept_code"], a["role"], a["state"], a["rule"]) for a in rows} == {
+        ("zjj", "lead", "withdrawn", "construction-permit"),
+        ("zrzyj", "co", "withdrawn", "construction-permit"),
+        ("czj", "lead", "assigned", "bureau:e2e-bureau_staff"),
+        ("zjj", "co", "assigned", "bureau:e2e-bureau_staff")}
+    # A withdrawn appeal can no longer be dispatched.
+    api.call("POST", "intake", "/appeals/{reg_no}/withdrawal", 200, reg_no=reg_no,
+             json={"reason": "企业自行解决"})
+    poll(lambda: all(a["state"] == "withdrawn" for a in _assignments(api, reg_no=reg_no)))
+    gone = api.call("POST", "dispatch", template, 409, reg_no=reg_no,
+                    json={"lead": "czj", "reason": "改派"})
+    assert "withdrawn" in gone["error"]
+
+
 # --- supervision ----------------------------------------------------------------------------
 
 def _clock_in_state(api: Api, reg_no: str, state: str) -> None:
@@ -409,6 +595,206 @@ def test_followups(api, dispatched):
     _intake_state(api, on_spot["reg_no"], "closed")
     api.call("POST", "intake", "/appeals/{reg_no}/withdrawal", 409, reg_no=on_spot["reg_no"],
              json={"reason": "x"})
+
+
+def test_closure_and_deadlines(api, bus):
+    """The deadline clocks of a dispatched appeal, met as the lead unit signs and answers
+    over the bus; the bureau closes the appeal for an unreachable enterprise - refused
+    before the answer, accepted after."""
+    created = api.call("POST", "intake", "/appeals", 201, json=appeal(unique()))
+    reg_no = created["reg_no"]
+    lead = _one_assignment(api, reg_no, dept="zjj")
+    co = _one_assignment(api, reg_no, dept="zrzyj")
+    _clock_in_state(api, reg_no, "dispatched")  # supervision opened the clocks then
+    deadlines = "/appeals/{reg_no}/deadlines"
+    opened = api.call("GET", "supervision", deadlines, 200, role="viewer", reg_no=reg_no)
+    assert sorted((d["assignment_id"], d["kind"], d["state"]) for d in opened) == sorted([
+        (lead["assignment_id"], "sign", "open"), (lead["assignment_id"], "respond", "open"),
+        (co["assignment_id"], "sign", "open")])
+    by_kind = {(d["dept_code"], d["kind"]): d for d in opened}
+    assert datetime.fromisoformat(by_kind["zjj", "sign"]["due_at"]) == \
+        datetime.fromisoformat(lead["sign_by"])
+    assert datetime.fromisoformat(by_kind["zjj", "respond"]["due_at"]) == \
+        datetime.fromisoformat(lead["respond_by"])
+    # Nothing is overdue yet (a reminder may already be out, in working hours).
+    assert all(d["notice_at"] is None and d["order_at"] is None for d in opened)
+    assert api.call("GET", "supervision", deadlines, 200, reg_no="WH-1999-999999") == []
+
+    closure = "/appeals/{reg_no}/closure"
+    body = {"contact_attempts": 3, "reason": "三次电话均无人接听"}
+    early = api.call("POST", "supervision", closure, 409, reg_no=reg_no, json=body)
+    assert "closure refused" in early["error"] and "dispatched" in early["error"]
+    bad = api.call("POST", "supervision", closure, 422, reg_no=reg_no,
+                   json={"contact_attempts": 2, "surprise": 1})
+    assert {"contact_attempts", "reason", "surprise"} <= set(bad["errors"])
+    api.call("POST", "supervision", closure, 404, reg_no="WH-1999-999999", json=body)
+
+    bus.reply("zjj", "sign", reply_body(lead))
+    _one_assignment(api, reg_no, dept="zjj", state="signed")
+    bus.reply("zjj", "respond", reply_body(lead, outcome="solved", reply="已办结并告知企业",
+                                           contacted_at="2026-11-27T10:30:00+08:00"))
+    _clock_in_state(api, reg_no, "responded")
+    answered = api.call("GET", "supervision", deadlines, 200, role="bureau_admin",
+                        reg_no=reg_no)
+    assert {(d["dept_code"], d["kind"]): d["state"] for d in answered} == {
+        ("zjj", "sign"): "met", ("zjj", "respond"): "met", ("zrzyj", "sign"): "open"}
+
+    closed = api.call("POST", "supervision", closure, 200, role="bureau_admin", reg_no=reg_no,
+                      json={"contact_attempts": 5, "reason": "企业已搬离，电话停机"})
+    assert closed == {"reg_no": reg_no, "state": "closed"}
+    _clock_in_state(api, reg_no, "closed")
+    again = api.call("POST", "supervision", closure, 409, reg_no=reg_no, json=body)
+    assert "closed" in again["error"]
+    _intake_state(api, reg_no, "closed")
+    detail = api.call("GET", "intake", "/appeals/{reg_no}", 200, reg_no=reg_no)
+    (entry,) = [e for e in detail["timeline"] if e["event"] == "appeal.closed"]
+    assert entry["detail"]["reason"] == "enterprise_unreachable"
+    assert (entry["detail"]["note"], entry["detail"]["contact_attempts"]) == (
+        "企业已搬离，电话停机", 5)
+
+
+# --- supervision: class problems (类题破解) ------------------------------------------------
+# Detection runs on demand over HTTP (its timer, every APPEALS_CLASS_DETECT_SECONDS, is an
+# hour by default); supervision's clock is the real time here, so deadlines are real
+# future times.
+
+POWER = [  # category 0402 水电气暖, chain modern_logistics
+    ("冷链仓库用电增容申请迟迟未批", "冷链仓库扩建后需要用电增容，申请提交一个月供电部门仍未答复。"),
+    ("物流园区用电增容", "物流园区新增冷库设备，用电增容申请一直没有办理结果。"),
+    ("仓储中心增容报装慢", "仓储中心申请用电增容报装，供电方案迟迟不出，影响设备投产。"),
+    ("冷库扩容用电问题", "冷库扩容后用电负荷不够，增容申请排队太久。"),
+]
+HIRING = [  # category 0404 用工, chain tech_services
+    ("研发人员招聘难", "企业研发团队招聘困难，希望协助对接高校人才招聘。"),
+    ("技术人才招工难", "公司招工难，技术岗位长期招不到人，请帮助对接人才市场招聘。"),
+    ("招聘渠道少", "科技企业招聘渠道少，研发岗位招人难，希望举办专场招聘会。"),
+]
+
+
+def _similar_appeals(api: Api, texts: list[tuple[str, str]], category: str,
+                     chain: str) -> set[str]:
+    """Register similar appeals; their reg_nos once supervision has them."""
+    tag = unique()
+    reg_nos = set()
+    for n, (title, content) in enumerate(texts):
+        created = api.call("POST", "intake", "/appeals", 201, json=appeal(
+            f"{tag}-{n}", title=title, content=content, category=category,
+            industry_chain=chain))
+        reg_nos.add(created["reg_no"])
+    for reg_no in reg_nos:  # supervision learns of appeals over the bus
+        poll(lambda r=reg_no: requests.get(
+            f"{api.urls['supervision']}/appeals/{r}/clock", timeout=15,
+            headers=api.headers("bureau_staff")).status_code == 200)
+    return reg_nos
+
+
+def test_class_problems(api):
+    """Similar appeals are suggested as class problems; one is confirmed (a `class`
+    clock for its lead entity), resolved and closed - its appeals' timelines get the
+    annotation - and the other dismissed; wrong states, unknown ids and bad bodies are
+    refused."""
+    power = _similar_appeals(api, POWER, "0402", "modern_logistics")
+    hiring = _similar_appeals(api, HIRING, "0404", "tech_services")
+    detection = "/class-problems/detection"
+    found = api.call("POST", "supervision", detection, 200, role="bureau_admin")
+    assert all(c["state"] == "suggested" and c["lead_entity"] is None for c in found)
+    listed = api.call("GET", "supervision", "/class-problems", 200, role="viewer",
+                      params={"state": "suggested"})
+    by_members = {frozenset(c["reg_nos"]): c for c in listed}
+    power_class, hiring_class = by_members[frozenset(power)], by_members[frozenset(hiring)]
+    assert (power_class["category"], power_class["industry_chain"]) == ("0402",
+                                                                       "modern_logistics")
+    again = api.call("POST", "supervision", detection, 200)
+    assert not {frozenset(c["reg_nos"]) for c in again} & set(by_members), \
+        "an active class's appeals are not suggested again"
+    everything = api.call("GET", "supervision", "/class-problems", 200)
+    assert {power_class["class_id"], hiring_class["class_id"]} <= {
+        c["class_id"] for c in everything}
+    assert api.call("GET", "supervision", "/class-problems", 200,
+                    params={"state": "no-such-state"}) == []
+
+    class_id = power_class["class_id"]
+    confirmation = "/class-problems/{class_id}/confirmation"
+    resolution = "/class-problems/{class_id}/resolution"
+    closure = "/class-problems/{class_id}/closure"
+    dismissal = "/class-problems/{class_id}/dismissal"
+    deadline = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    body = {"lead_entity": "fgj", "units": ["swtcj", "gxj"], "deadline": deadline.isoformat(),
+            "note": "冷链用电增容专项研判"}
+    unknown = api.call("POST", "supervision", confirmation, 422, class_id=class_id,
+                       json={**body, "units": ["nobody"]})
+    assert "nobody" in unknown["errors"]["lead_entity"][0]
+    bad = api.call("POST", "supervision", confirmation, 422, class_id=class_id,
+                   json={"lead_entity": "FGJ", "deadline": "2026-12-18T18:00:00", "surprise": 1})
+    assert {"lead_entity", "deadline", "surprise"} <= set(bad["errors"])
+    past = api.call("POST", "supervision", confirmation, 422, class_id=class_id,
+                    json={**body, "deadline": (datetime.now(UTC) - timedelta(days=1)).isoformat()})
+    assert "deadline" in past["errors"]
+    api.call("POST", "supervision", confirmation, 404, class_id="LT-1999-9999", json=body)
+    api.call("POST", "supervision", confirmation, 400, class_id=class_id, data=b"{not json",
+             headers={**api.headers("bureau_staff"), "Content-Type": "application/json"})
+    not_yet = api.call("POST", "supervision", resolution, 409, class_id=class_id,
+                       json={"measures": "尚未确认"})
+    assert "suggested" in not_yet["error"]
+    api.call("POST", "supervision", closure, 409, class_id=class_id, json={"promote": True})
+
+    confirmed = api.call("POST", "supervision", confirmation, 200, role="bureau_admin",
+                         class_id=class_id, json=body)
+    assert (confirmed["state"], confirmed["lead_entity"], confirmed["units"],
+            confirmed["note"]) == ("confirmed", "fgj", ["swtcj", "gxj"], body["note"])
+    assert datetime.fromisoformat(confirmed["deadline"]) == deadline
+    api.call("POST", "supervision", confirmation, 409, class_id=class_id, json=body)
+    api.call("POST", "supervision", dismissal, 409, class_id=class_id, json={"reason": "个案"})
+    # The lead entity's clock, listed under the class id (no appeal has that reg_no).
+    (clock,) = api.call("GET", "supervision", "/appeals/{reg_no}/deadlines", 200,
+                        role="viewer", reg_no=class_id)
+    assert (clock["assignment_id"], clock["dept_code"], clock["kind"], clock["state"]) == (
+        class_id, "fgj", "class", "open")
+    assert datetime.fromisoformat(clock["due_at"]) == deadline
+    api.call("GET", "supervision", "/appeals/{reg_no}/clock", 404, reg_no=class_id)
+
+    empty = api.call("POST", "supervision", resolution, 422, class_id=class_id,
+                     json={"measures": ""})
+    assert "measures" in empty["errors"]
+    measures = "开辟冷链仓储用电增容绿色通道，报装压缩至5个工作日"
+    resolved = api.call("POST", "supervision", resolution, 200, class_id=class_id,
+                        json={"measures": measures})
+    assert (resolved["state"], resolved["measures"]) == ("resolved", measures)
+    (clock,) = api.call("GET", "supervision", "/appeals/{reg_no}/deadlines", 200,
+                        reg_no=class_id)
+    assert clock["state"] == "met"
+    missing = api.call("POST", "supervision", closure, 422, class_id=class_id,
+                       json={"note": "全区推广"})
+    assert "promote" in missing["errors"]
+    closed = api.call("POST", "supervision", closure, 200, role="bureau_admin",
+                      class_id=class_id, json={"promote": True, "note": "全区推广"})
+    assert (closed["state"], closed["promote"], closed["note"], closed["measures"]) == (
+        "closed", True, "全区推广", measures)
+    api.call("POST", "supervision", closure, 409, class_id=class_id, json={"promote": False})
+    assert class_id in {c["class_id"] for c in api.call(
+        "GET", "supervision", "/class-problems", 200, params={"state": "closed"})}
+    # Every linked appeal is annotated on its timeline (class_problem.annotated).
+    for reg_no in power:
+        def annotation(r: str = reg_no) -> list[dict]:
+            detail = api.call("GET", "intake", "/appeals/{reg_no}", 200, reg_no=r)
+            return [e for e in detail["timeline"] if e["event"] == "class_problem.annotated"]
+        (entry,) = poll(annotation)
+        assert entry["by"] == "e2e-bureau_admin"
+        assert entry["detail"] == {"reg_no": reg_no, "class_id": class_id,
+                                   "measures": measures, "promote": True,
+                                   "actor": "e2e-bureau_admin"}
+
+    # The other suggestion is dismissed; its appeals may be suggested again.
+    other = hiring_class["class_id"]
+    api.call("POST", "supervision", dismissal, 422, class_id=other, json={"reason": ""})
+    api.call("POST", "supervision", dismissal, 404, class_id="LT-1999-9999",
+             json={"reason": "个案"})
+    dismissed = api.call("POST", "supervision", dismissal, 200, class_id=other,
+                         json={"reason": "个案较多，暂不成类"})
+    assert (dismissed["state"], dismissed["note"]) == ("dismissed", "个案较多，暂不成类")
+    api.call("POST", "supervision", confirmation, 409, class_id=other, json=body)
+    suggested_again = api.call("POST", "supervision", detection, 200)
+    assert frozenset(hiring) in {frozenset(c["reg_nos"]) for c in suggested_again}
 
 
 # --- reporting ------------------------------------------------------------------------------

@@ -104,3 +104,15 @@ def test_old_appeals_are_outside_the_window(sup):
         register(sup, text)
     sup.clock.moment = at("2026-11-27")
     assert classes.detect(sup.runtime, ClusterSettings()) == []
+
+
+def test_a_closed_class_is_not_suggested_again(sup):
+    for text in SIMILAR[:3]:
+        register(sup, text)
+    (problem,) = classes.detect(sup.runtime, ClusterSettings())
+    class_id = problem["class_id"]
+    classes.confirm(sup.runtime, DEPARTMENTS, class_id, {
+        "lead_entity": "zjj", "deadline": at("2026-12-18", 18).isoformat()}, "chief")
+    classes.resolve(sup.runtime, class_id, {"measures": "告知承诺制"}, "zjj-user")
+    classes.close(sup.runtime, class_id, {"promote": False}, "chief")
+    assert classes.detect(sup.runtime, ClusterSettings()) == []

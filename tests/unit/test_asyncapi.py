@@ -30,6 +30,7 @@ from appeals_common.reference import (
     FOLLOWUP_GRADES,
     REPLY_ACTIONS,
     RESPONSE_OUTCOMES,
+    RETURN_REASONS,
     URGENCIES,
 )
 from appeals_common.registries import (
@@ -69,6 +70,8 @@ from appeals_common.topology import (
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config"
 DOC_PATH = REPO / "docs" / "asyncapi.yaml"
+# The deadline policy the services load (dispatch's DispatchRules).
+POLICY = DeadlinePolicy.from_file(CONFIG / "deadlines.yaml", set(load_categories(CONFIG)))
 DOC: dict[str, Any] = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
 MESSAGES: dict[str, Any] = DOC["components"]["messages"]
 SCHEMAS: dict[str, Any] = DOC["components"]["schemas"]
@@ -490,6 +493,14 @@ def test_classification_reference_data_fits_the_document() -> None:
 
 def test_other_vocabularies_match() -> None:
     assert enum_of(SCHEMAS["RespondReply"]["properties"]["outcome"]) == list(RESPONSE_OUTCOMES)
+    reason_code = SCHEMAS["ReturnReply"]["properties"]["reason_code"]
+    assert enum_of(reason_code) == list(RETURN_REASONS) == choices(
+        REPLY_SCHEMAS["return"]().fields["reason_code"])
+    assert enum_of(SCHEMAS["AssignmentReturnedData"]["properties"]["reason_code"]) == list(
+        RETURN_REASONS)
+    description = resolve(reason_code)["description"]
+    for code, meaning in RETURN_REASONS.items():  # each code with its Chinese meaning
+        assert f"`{code}` {meaning}" in " ".join(description.split()), code
     assert enum_of(SCHEMAS["FollowupRecordedData"]["properties"]["grade"]) == list(FOLLOWUP_GRADES)
     receipt_props, _ = merged(SCHEMAS["Receipt"])
     assert set(receipt_props) == set(ReceiptSchema().fields)
@@ -530,26 +541,54 @@ def test_reply_schemas_match_the_code() -> None:
 
 # --- (5) department messages ---------------------------------------------------------
 
+# What supervision's messages carry beyond the common fields (services/supervision/clocks.py
+# and usecases.py build them; there is no marshmallow schema for them).
+DEADLINE_FIELDS = {"deadline", "due_at", "working_days_overdue"}
+SUPERVISION_KIND_FIELDS = {
+    "reminder": DEADLINE_FIELDS,
+    "supervision_notice": DEADLINE_FIELDS,
+    # From the scan (deadline fields) or after an unsatisfied follow-up.
+    "key_supervision_order": DEADLINE_FIELDS | {"order_no", "feedback_required", "reasons",
+                                                "grade", "respond_by"},
+}
+
+
 def test_department_messages_match_the_code() -> None:
     by_kind = department_messages()
-    assert list(by_kind) == choices(DepartmentMessageSchema().fields["kind"])
+    schema_kinds = set(choices(DepartmentMessageSchema().fields["kind"]))
+    assert schema_kinds == set(by_kind), "DepartmentMessageSchema's kinds and the documented ones differ"
     common, common_required = merged(SCHEMAS["DepartmentMessageCommon"])
     assert set(common) == set(DepartmentMessageSchema().fields)
     assert common_required == required_fields(DepartmentMessageSchema())
     assert enum_of(common["kind"]) == list(by_kind)
+    for kind, message in by_kind.items():
+        props, required = merged(message_payload(message))
+        assert set(common) <= set(props) and common_required <= required, kind
+        assert not is_reserved(message), f"{kind} is sent: nothing about it is reserved"
+        assert kind in DOC["channels"]["appeals.dispatch/dept.{dept_code}"]["description"]
 
     assignment, assignment_required = merged(message_payload(by_kind["assignment"]))
     assert set(AssignmentMessageSchema().fields) <= set(assignment)
     assert required_fields(AssignmentMessageSchema()) <= assignment_required
     assert {"sign_by", "return_by", "respond_by"} <= assignment_required
-    assert f"{DeadlinePolicy().return_working_days} working days" in assignment["return_by"]["description"]
+    default = POLICY.default
+    assert f"{default.return_working_days} working days" in assignment["return_by"]["description"]
+    # respond_by: the default and every category profile, with their longest extension.
+    respond = " ".join(assignment["respond_by"]["description"].split())
+    assert f"{default.respond_working_days} working days by default (at most " \
+        f"{default.max_respond_working_days}" in respond
+    for name, limits in (POLICY.profiles or {}).items():
+        assert f"`{name}` {limits.respond_working_days} working days (at most " \
+            f"{limits.max_respond_working_days})" in respond, name
+    assert f"is {POLICY.urgent_sign_hours} hours after assignment" in " ".join(
+        by_kind["assignment"]["description"].split())
     # The example's deadlines are what the policy and calendar give for its sent_at.
     from appeals_common.metrics import load_calendar
 
     example = by_kind["assignment"]["examples"][0]["payload"]
-    deadlines = DeadlinePolicy().for_assignment(
+    deadlines = POLICY.for_assignment(
         load_calendar(CONFIG, Settings().timezone), datetime.fromisoformat(example["sent_at"]),
-        example["urgency"])
+        example["urgency"], example["category"])
     for name in ("sign_by", "return_by", "respond_by"):
         assert datetime.fromisoformat(example[name]) == getattr(deadlines, name), name
     assert example["deadlines_provisional"] == deadlines.provisional
@@ -558,10 +597,156 @@ def test_department_messages_match_the_code() -> None:
     reply_result, _ = merged(message_payload(by_kind["reply_result"]))
     assert set(ReplyResultMessageSchema().fields) <= set(reply_result)
     assert enum_of(reply_result["status"]) == choices(ReplyResultMessageSchema().fields["status"])
-    for kind in ("reminder", "supervision_notice", "key_supervision_order", "reassigned"):
-        assert is_reserved(by_kind[kind]), kind
-        props, _ = merged(message_payload(by_kind[kind]))
-        assert set(props) == set(DepartmentMessageSchema().fields), kind
+    for kind, extra in SUPERVISION_KIND_FIELDS.items():
+        props, required = merged(message_payload(by_kind[kind]))
+        assert set(props) - set(common) == extra, kind
+        assert resolve(props["assignment_id"])["type"] == "string", kind
+        assert "assignment_id" in required, kind
+        # An assignment's deadlines (services/supervision/clocks.py) and a confirmed class
+        # problem's (class_problem_usecases.confirm opens a clock of kind `class`).
+        assert enum_of(props["deadline"]) == ["sign", "respond", "class"], kind
+    # The bureau's decisions: what the unit is told, with the fields of the request bodies.
+    from appeals_common.schemas import ExtensionDecisionSchema, ReturnDecisionSchema
+
+    reassigned, _ = merged(message_payload(by_kind["reassigned"]))
+    assert set(reassigned) - set(common) == {"reason", "new_units"}
+    return_decision, _ = merged(message_payload(by_kind["return_decision"]))
+    assert set(return_decision) - set(common) == {"accepted", "reason"}
+    assert set(ReturnDecisionSchema().fields) == {"accept", "reason"}
+    extension_decision, _ = merged(message_payload(by_kind["extension_decision"]))
+    assert set(extension_decision) - set(common) == {"extension_id", "approved", "reason",
+                                                     "respond_by"}
+    assert set(ExtensionDecisionSchema().fields) == {"approve", "reason", "respond_by"}
+
+
+def test_supervision_rules_are_stated_as_in_the_code() -> None:
+    """Supervision's escalation rules (services/supervision) as the document states them."""
+    import os
+    import warnings
+
+    from appeals_common.metrics import load_calendar
+    from appeals_common.reference import SATISFIED_GRADES
+    from services.supervision import clocks
+    from services.supervision.escalation import (
+        KEY_ORDER_AFTER_WORKING_DAYS,
+        NOTICE,
+        ORDER,
+        REMINDER,
+        WorkingHours,
+        notices_due,
+        working_days_overdue,
+    )
+    from services.supervision.usecases import FOLLOWUP_WORKING_DAYS, REOPEN_WORKING_DAYS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eventlet's deprecation notice, through nameko
+        from services.supervision import service
+
+    by_kind = department_messages()
+    assert {REMINDER, NOTICE, ORDER} <= set(by_kind)
+    assert clocks.EVENT_FOR == {REMINDER: "appeal.reminded", NOTICE: "appeal.supervised",
+                                ORDER: "supervision_order.issued"}
+    channel = " ".join(DOC["channels"]["appeals.dispatch/dept.{dept_code}"]["description"].split())
+    hours = WorkingHours()
+    default_hours = f"{hours.start:%H:%M}-{hours.end:%H:%M}"
+    assert WorkingHours.parse(default_hours) == hours
+    assert f"`APPEALS_WORKING_HOURS`, default `{default_hours}`" in channel
+    if "APPEALS_WORKING_HOURS" not in os.environ:
+        assert hours == service.WORKING_HOURS
+    if "APPEALS_SCAN_SECONDS" not in os.environ:
+        assert f"`APPEALS_SCAN_SECONDS` (default {service.SCAN_SECONDS:g} s" in channel
+    assert f"once the deadline is {KEY_ORDER_AFTER_WORKING_DAYS} or more working days past" \
+        in channel
+    assert f"a new `respond_by` ({REOPEN_WORKING_DAYS} working days later)" in channel
+    order = resolve(message_payload(by_kind[ORDER]))
+    scan_shape, followup_shape = order["oneOf"]
+    assert scan_shape["properties"]["working_days_overdue"]["minimum"] == \
+        KEY_ORDER_AFTER_WORKING_DAYS == SCHEMAS["SupervisionOrderIssuedData"]["properties"][
+            "working_days_overdue"]["minimum"]
+    assert set(followup_shape["required"]) == {"reasons", "grade", "respond_by"}
+    assert f"({REOPEN_WORKING_DAYS} working days later" in " ".join(
+        by_kind[ORDER]["description"].split())
+    assert f"{REOPEN_WORKING_DAYS} working days" in " ".join(
+        MESSAGES["appeal.reopened"]["description"].split())
+    assert f"follow-up clock ({FOLLOWUP_WORKING_DAYS} working days)" in \
+        MESSAGES["appeal.responded"]["description"]
+    assert SCHEMAS["UnsatisfiedGrade"]["enum"] == [
+        g for g in FOLLOWUP_GRADES if g not in SATISFIED_GRADES]
+    # The examples are what the rules give at their sent_at.
+    calendar = load_calendar(CONFIG, Settings().timezone)
+    for kind, before in ((REMINDER, frozenset()), (NOTICE, frozenset({REMINDER})),
+                         (ORDER, frozenset({REMINDER, NOTICE}))):
+        for example in by_kind[kind]["examples"]:
+            m = example["payload"]
+            sent_at = datetime.fromisoformat(m["sent_at"])
+            if "deadline" in m:
+                due_at = datetime.fromisoformat(m["due_at"])
+                assert notices_due(due_at, before, sent_at, calendar, hours) == [kind], m
+                assert m["working_days_overdue"] == working_days_overdue(due_at, sent_at,
+                                                                         calendar)
+                if kind == ORDER:
+                    assert m["order_no"] == \
+                        f"ZD-{m['reg_no']}-{m['dept_code']}-{m['deadline']}-{sent_at:%Y%m%d%H%M}"
+                if m["deadline"] == "class":
+                    assert m["reg_no"] == m["assignment_id"]
+                    assert not problems(SCHEMAS["ClassId"], m["reg_no"])
+            else:  # after an unsatisfied follow-up
+                assert datetime.fromisoformat(m["respond_by"]) == calendar.add_working_days(
+                    sent_at, REOPEN_WORKING_DAYS).at
+                assert m["order_no"] == \
+                    f"ZD-{m['reg_no']}-{m['dept_code']}-{sent_at:%Y%m%d%H%M%S}"
+            if "order_no" in m:
+                assert re.fullmatch(SCHEMAS["OrderNo"]["pattern"], m["order_no"]), m
+    assert {e["payload"]["deadline"] for e in by_kind[REMINDER]["examples"]} == {
+        "respond", "class"}
+    # The events a scan emits are the supervision service's own, never reserved.
+    for event_type in ("appeal.reminded", "appeal.overdue", "appeal.supervised",
+                       "supervision_order.issued"):
+        channel_doc = DOC["channels"][f"{EVENTS_EXCHANGE}/{event_type}"]
+        assert channel_doc["x-publishers"] == ["supervision"], event_type
+        assert merged(message_payload(MESSAGES[event_type]))[0]["producer"] == {
+            "const": "supervision"}, event_type
+
+
+def test_class_problem_rules_are_stated_as_in_the_code() -> None:
+    """类题破解 (services/supervision/class_problem_usecases.py, class_problems.py): the
+    detection settings and their defaults, the states and the limits of the bodies."""
+    import os
+    import warnings
+
+    from services.supervision.class_problem_usecases import ACTIVE_STATES, ConfirmSchema
+    from services.supervision.class_problems import ClusterSettings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eventlet's deprecation notice, through nameko
+        from services.supervision import service
+
+    described = " ".join(MESSAGES["class_problem.suggested"]["description"].split())
+    defaults = ClusterSettings()
+    for variable, default in (("APPEALS_CLASS_WINDOW_DAYS", f"default {defaults.window_days}"),
+                              ("APPEALS_CLASS_THRESHOLD", f"default {defaults.threshold:g}"),
+                              ("APPEALS_CLASS_MIN_SIZE", f"default {defaults.min_size}")):
+        assert f"`{variable}`, {default}" in described, variable
+    if "APPEALS_CLASS_DETECT_SECONDS" not in os.environ:
+        assert f"`APPEALS_CLASS_DETECT_SECONDS`, default {service.DETECT_SECONDS:g} s" \
+            in described
+    assert "POST /class-problems/detection" in described
+    states = SCHEMAS["ClassProblemState"]["enum"]
+    assert set(ACTIVE_STATES) < set(states) and set(states) - set(ACTIVE_STATES) == {
+        "closed", "dismissed"}
+    view, required = merged(SCHEMAS["ClassProblemView"])
+    assert required == set(view)
+    assert view["units"]["maxItems"] == next(
+        v.max for v in ConfirmSchema().fields["units"].validators)
+    assert resolve(view["keywords"])["maxItems"] == 5
+    assert re.fullmatch(SCHEMAS["ClassId"]["pattern"], "LT-2025-0001")
+    # Every class event is supervision's and, but for the annotation, about no appeal.
+    for event_type in EVENT_TYPES:
+        if event_type.startswith("class_problem."):
+            props = merged(message_payload(MESSAGES[event_type]))[0]
+            assert props["producer"] == {"const": "supervision"}, event_type
+            assert ("appeal_id" in props and props["appeal_id"] == {"type": "null"}) == (
+                event_type != "class_problem.annotated"), event_type
 
 
 # --- what the code really sends ------------------------------------------------------
@@ -613,7 +798,18 @@ def emitted(tmp_path_factory) -> list[dict[str, Any]]:
     """Run appeals through intake, dispatch and supervision; every message they send.
 
     Besides appeals from source systems and department replies, staff register an appeal
-    on the spot, an activity (and an appeal taken at it), reclassify and withdraw.
+    on the spot, an activity (and an appeal taken at it), reclassify and withdraw; the
+    bureau decides returns (rejected; accepted from a co-unit; accepted from the lead
+    twice, up to 会商; rejected after the unit had signed), extensions (approved up to the
+    category's limit; denied; left to lapse, or be cancelled by an override or by the
+    unit's accepted return) and chooses units itself (override, 会商 decision) -
+    `services.dispatch.bureau`. Supervision takes follow-ups (satisfied, one while a
+    co-unit has not signed; unsatisfied with a key supervision order to the lead;
+    unsatisfied with an on-the-spot answer, which dispatch then routes), closes an appeal
+    whose enterprise cannot be reached, suggests class problems (类题破解) among similar
+    appeals - the bureau confirms two, dismisses one, resolves and closes one - and at the
+    end scans the deadlines with its clock moved across working days (reminders,
+    supervision notices, key supervision orders; about assignments and classes).
 
     Timestamps make the real round trip through SQLite (`appeals_common.db.UtcDateTime`):
     deadlines stored at assignment are read back aware and compared with aware times."""
@@ -621,8 +817,12 @@ def emitted(tmp_path_factory) -> list[dict[str, Any]]:
 
 
 def _run_appeals(directory: Path) -> list[dict[str, Any]]:
+    from marshmallow import ValidationError
+
+    from appeals_common.http import Conflict, FieldErrors, NotFound
     from appeals_common.metrics import load_calendar
     from appeals_common.registries import load_routing_rules
+    from services.dispatch import bureau
     from services.dispatch import usecases as dispatch_uc
     from services.dispatch.models import Assignment as DispatchAssignment
     from services.dispatch.models import Base as DispatchBase
@@ -631,7 +831,12 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     from services.intake import usecases as intake_uc
     from services.intake.classification import Classifier
     from services.intake.models import Base as IntakeBase
+    from services.intake.models import TimelineEntry
+    from services.supervision import class_problem_usecases as classes
+    from services.supervision import clocks
     from services.supervision import usecases as supervision_uc
+    from services.supervision.class_problems import ClusterSettings
+    from services.supervision.escalation import WorkingHours
     from services.supervision.models import Base as SupervisionBase
 
     intake = _Service("intake", IntakeBase, directory)
@@ -644,7 +849,7 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
         classifier=Classifier(load_categories(CONFIG), load_industry_chains(CONFIG, departments)))
     ctx = dispatch_uc.DispatchContext(
         router=Router.from_config(load_routing_rules(CONFIG, departments)), calendar=calendar,
-        policy=DeadlinePolicy(), departments=set(departments))
+        policy=POLICY, departments=set(departments))
     sent: list[dict[str, Any]] = []
 
     def collect(service: _Service) -> list[dict[str, Any]]:
@@ -668,15 +873,31 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     def settle() -> dict[tuple[str, str], dict[str, Any]]:
         """Deliver what intake sent, then what dispatch sent in answer; the assignments."""
         to_others(collect(intake))
+        return _from_dispatch()
+
+    def _from_dispatch() -> dict[tuple[str, str], dict[str, Any]]:
+        """Deliver what dispatch sent; the assignments among its department messages."""
         assignments = {}
         new = collect(dispatch)
         for m in new:
-            if m["exchange"] == DISPATCH_EXCHANGE:
-                assignment = json.loads(m["body"])
-                assignments[assignment["role"], assignment["dept_code"]] = assignment
+            body = json.loads(m["body"])
+            if m["exchange"] == DISPATCH_EXCHANGE and body["kind"] == "assignment":
+                assignments[body["role"], body["dept_code"]] = body
         to_others(new)
         collect(supervision)
         return assignments
+
+    def decide(fn: Any, *args: Any) -> tuple[dict[str, Any], dict[tuple[str, str], dict]]:
+        """A bureau decision (`services.dispatch.bureau`); its result and new assignments."""
+        result = fn(*args)
+        return result, _from_dispatch()
+
+    def refused(error: type[Exception], fn: Any, *args: Any) -> Exception:
+        """A bureau decision refused before any change: nothing is sent."""
+        with pytest.raises(error) as caught:
+            fn(*args)
+        assert not dispatch.new_messages()
+        return caught.value
 
     def submit(external_id: str, title: str, content: str, **extra: Any) -> dict[str, Any]:
         body = {**example, "external_id": external_id, "title": title, "content": content, **extra}
@@ -702,14 +923,31 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     # Appeal A: the lead signs and responds; a satisfied follow-up closes it.
     a = submit("A-1", "留抵退税进度", "申请退税至今未到账。")
     (lead_a,) = a.values()
+    # It returns it first; the bureau rejects the return, so the unit keeps it.
+    reply(lead_a, "return", reason_code="wrong_unit", reason="应由财政局办理", suggested_unit="czj")
+    kept, again = decide(bureau.decide_return, dispatch.runtime, ctx, lead_a["assignment_id"],
+                         {"accept": False, "reason": "留抵退税属于税务职责"}, STAFF)
+    assert kept == {"assignment_id": lead_a["assignment_id"], "state": "assigned",
+                    "redispatched": False} and again == {}
+    refused(Conflict, bureau.decide_return, dispatch.runtime, ctx, lead_a["assignment_id"],
+            {"accept": True, "reason": "再次审核"}, STAFF)
     reply(lead_a, "sign", operator="李四")
+    # Signed, it returns it again; rejected, the assignment is back to `signed`, not
+    # `assigned` (nothing to sign again).
+    reply(lead_a, "return", reason_code="other", reason="需财政局配合")
+    kept, _ = decide(bureau.decide_return, dispatch.runtime, ctx, lead_a["assignment_id"],
+                     {"accept": False, "reason": "请牵头办理，财政局协助"}, STAFF)
+    assert kept["state"] == "signed"
+    assert _row(dispatch, DispatchAssignment, lead_a["assignment_id"]).state == "signed"
+    reply(lead_a, "sign", expect="refused")
     reply(lead_a, "respond", outcome="solved", reply="已到账。", contacted_at=NOW.isoformat())
-    supervision_uc.record_followup(supervision.runtime, lead_a["reg_no"],
+    supervision_uc.record_followup(supervision.runtime, calendar, lead_a["reg_no"],
                                    {"grade": "satisfied", "resolved": True}, "staff:wang")
     to_others(collect(supervision))
 
     # Appeal B: lead and co-unit; the co-unit contributes, the lead asks for more time,
-    # responds, and an unsatisfied follow-up reopens it.
+    # responds, and an unsatisfied follow-up reopens it under a key supervision order;
+    # the lead answers again and the bureau closes it (enterprise unreachable).
     # Its enterprise's USCC is sent with spaces, hyphens and lowercase (USCC_LOOSE).
     b = submit("B-1", "施工许可办理", "项目施工许可审批超时。", category=None, attachments=[],
                enterprise={**example["enterprise"], "uscc": USCC_LOOSE})
@@ -718,21 +956,152 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     reply(co_b, "sign")
     reply(co_b, "respond", outcome="explained", reply="已配合说明。", contacted_at=NOW.isoformat())
     reply(lead_b, "sign")
-    reply(lead_b, "extend", requested_until=(NOW + timedelta(days=40)).isoformat(), reason="会商")
+    # It asks for more time than its category allows: approving what it asked is refused,
+    # approving up to the limit (max_respond_working_days after assignment) is not.
+    latest = POLICY.for_assignment(calendar, datetime.fromisoformat(lead_b["sent_at"]),
+                                   lead_b["urgency"], lead_b["category"]).latest_respond_by
+    asked = latest + timedelta(days=10)
+    reply(lead_b, "extend", requested_until=asked.isoformat(), reason="需要会商")
+    (ext_b,) = [e for e in bureau.list_extensions(dispatch.runtime, "requested")
+                if e["assignment_id"] == lead_b["assignment_id"]]
+    assert datetime.fromisoformat(ext_b["requested_until"]) == asked
+    too_late = refused(FieldErrors, bureau.decide_extension, dispatch.runtime,
+                       ext_b["extension_id"], {"approve": True, "reason": "同意"}, STAFF)
+    (limit_error,) = too_late.errors["respond_by"]
+    assert datetime.fromisoformat(limit_error.rsplit(" ", 1)[1]) == latest, limit_error
+    refused(FieldErrors, bureau.decide_extension, dispatch.runtime, ext_b["extension_id"],
+            {"approve": True, "reason": "同意",
+             "respond_by": (latest + timedelta(seconds=1)).isoformat()},
+            STAFF)
+    approved, _ = decide(bureau.decide_extension, dispatch.runtime, ext_b["extension_id"],
+                         {"approve": True, "reason": "同意延期至最长时限",
+                          "respond_by": latest.isoformat()}, STAFF)
+    assert datetime.fromisoformat(approved["respond_by"]) == latest and approved["approved"]
+    # Supervision moved the respond clock and its copy of the appeal's respond_by.
+    supervised_b = supervision_uc.get_clock(supervision.runtime, lead_b["reg_no"])
+    assert datetime.fromisoformat(supervised_b["respond_by"]) == latest
+    refused(Conflict, bureau.decide_extension, dispatch.runtime, ext_b["extension_id"],
+            {"approve": False, "reason": "重复审批"}, STAFF)
+    # A second request, past the limit again, is denied: respond_by stays.
+    reply(lead_b, "extend", requested_until=asked.isoformat(), reason="仍需会商")
+    (ext_b2,) = bureau.list_extensions(dispatch.runtime, "requested")
+    denied, _ = decide(bureau.decide_extension, dispatch.runtime, ext_b2["extension_id"],
+                       {"approve": False, "reason": "已达最长办理时限"}, STAFF)
+    assert datetime.fromisoformat(denied["respond_by"]) == latest and not denied["approved"]
+    # A third request is still waiting when the unit responds: it lapses, undecided.
+    reply(lead_b, "extend", requested_until=asked.isoformat(), reason="再次申请")
+    (ext_b3,) = bureau.list_extensions(dispatch.runtime, "requested")
     reply(lead_b, "respond", outcome="not_solvable", reply="政策不支持。", contacted_at=NOW.isoformat())
-    supervision_uc.record_followup(supervision.runtime, lead_b["reg_no"],
-                                   {"grade": "unsatisfied", "resolved": False}, "staff:wang")
-    to_others(collect(supervision))
+    assert [e["extension_id"] for e in bureau.list_extensions(dispatch.runtime, "lapsed")] == [
+        ext_b3["extension_id"]]
+    refused(Conflict, bureau.decide_extension, dispatch.runtime, ext_b3["extension_id"],
+            {"approve": True, "reason": "同意"}, STAFF)
+    supervision_uc.record_followup(supervision.runtime, calendar, lead_b["reg_no"],
+                                   {"grade": "unsatisfied", "resolved": False,
+                                    "comments": "企业认为答复未解决问题"}, STAFF)
+    followed_up = collect(supervision)
+    to_others(followed_up)
+    (reopened_b,) = [json.loads(m["body"])["data"] for m in followed_up
+                     if m["routing_key"] == "appeal.reopened"]
+    # Dispatch's lead assignment is signed again, with the order's new respond_by.
+    lead_b_now = _row(dispatch, DispatchAssignment, lead_b["assignment_id"])
+    assert lead_b_now.state == "signed"
+    assert lead_b_now.respond_by == datetime.fromisoformat(reopened_b["respond_by"])
+    assert datetime.fromisoformat(supervision_uc.get_clock(
+        supervision.runtime, lead_b["reg_no"])["respond_by"]) == lead_b_now.respond_by
+    reply(lead_b, "respond", outcome="explained", reply="已重新核查并解释。",
+          contacted_at=NOW.isoformat())
 
     # Appeal C: returned by its lead; then refused replies.
     c = submit("C-1", "发票领用", "发票领用数量不够。", urgency="urgent")
     (lead_c,) = c.values()
-    reply(lead_c, "return", reason_code="not_in_scope", reason="不属本单位职责", suggested_unit="scjgj")
+    reply(lead_c, "return", reason_code="not_our_duty", reason="不属本单位职责", suggested_unit="scjgj")
     reply(lead_c, "sign", expect="refused", unexpected="field")
     status = dispatch_uc.on_reply(dispatch.runtime, ctx, _delivery(
         b"not json", f"dept.{lead_c['dept_code']}.approve", REPLIES_EXCHANGE))
     assert status == "refused"
     collect(dispatch)
+    # The bureau accepts the return: C is routed again without that unit; the next lead
+    # returns it too, and after the second accepted return C goes to 会商 - the bureau
+    # then chooses its units itself.
+    result, c2 = decide(bureau.decide_return, dispatch.runtime, ctx, lead_c["assignment_id"],
+                        {"accept": True, "reason": "同意退单"}, STAFF)
+    assert result == {"assignment_id": lead_c["assignment_id"], "state": "withdrawn",
+                      "redispatched": True}
+    (lead_c2,) = c2.values()
+    assert lead_c2["role"] == "lead" and lead_c2["dept_code"] != lead_c["dept_code"]
+    reply(lead_c2, "return", reason_code="insufficient_info", reason="诉求信息不全")
+    result, c3 = decide(bureau.decide_return, dispatch.runtime, ctx, lead_c2["assignment_id"],
+                        {"accept": True, "reason": "同意退单"}, STAFF)
+    assert result == {"assignment_id": lead_c2["assignment_id"], "state": "withdrawn",
+                      "redispatched": False, "joint_decision_required": True} and c3 == {}
+    refused(FieldErrors, bureau.override, dispatch.runtime, ctx, lead_c["reg_no"],
+            {"lead": "nobody", "reason": "会商决定"}, STAFF)
+    units, c4 = decide(bureau.override, dispatch.runtime, ctx, lead_c["reg_no"],
+                       {"lead": "scjgj", "co": [lead_c["dept_code"]], "reason": "会商决定"}, STAFF)
+    assert units == {"reg_no": lead_c["reg_no"], "rule": f"bureau:{STAFF}",
+                     "units": {"lead": "scjgj", "co": [lead_c["dept_code"]]}}
+    assert set(c4) == {("lead", "scjgj"), ("co", lead_c["dept_code"])}
+
+    # Appeal J: its co-unit signs, asks for more time and returns it while the request
+    # waits (accepted: only that unit drops out, and its request is cancelled), then the
+    # bureau overrides the units - the open lead assignment is taken back.
+    j = submit("J-1", "竣工验收备案", "竣工验收备案迟迟未办结。")
+    lead_j = next(v for (role, _), v in j.items() if role == "lead")
+    co_j = next(v for (role, _), v in j.items() if role == "co")
+    reply(co_j, "sign")
+    reply(co_j, "extend", requested_until=(NOW + timedelta(days=20)).isoformat(),
+          reason="需要核实备案材料")
+    (ext_co_j,) = bureau.list_extensions(dispatch.runtime, "requested")
+    reply(co_j, "return", reason_code="duplicate", reason="与已办结诉求重复")
+    result, none = decide(bureau.decide_return, dispatch.runtime, ctx, co_j["assignment_id"],
+                          {"accept": True, "reason": "同意"}, STAFF)
+    assert result == {"assignment_id": co_j["assignment_id"], "state": "withdrawn",
+                      "redispatched": False} and none == {}
+    assert [e["extension_id"] for e in bureau.list_extensions(dispatch.runtime, "cancelled")] \
+        == [ext_co_j["extension_id"]]
+    refused(Conflict, bureau.decide_extension, dispatch.runtime, ext_co_j["extension_id"],
+            {"approve": True, "reason": "同意"}, STAFF)
+    # The lead signs and asks for more time; the override takes its assignment back
+    # before the bureau decides, so the request is cancelled.
+    reply(lead_j, "sign")
+    reply(lead_j, "extend", requested_until=(NOW + timedelta(days=20)).isoformat(),
+          reason="需要现场核查")
+    (ext_j,) = bureau.list_extensions(dispatch.runtime, "requested")
+    units, j2 = decide(bureau.override, dispatch.runtime, ctx, lead_j["reg_no"],
+                       {"lead": "czj", "co": [lead_j["dept_code"], "czj", lead_j["dept_code"]],
+                        "reason": "涉及财政奖补"}, STAFF)
+    assert units["units"] == {"lead": "czj", "co": [lead_j["dept_code"]]}
+    assert set(j2) == {("lead", "czj"), ("co", lead_j["dept_code"])}
+    reply(lead_j, "respond", expect="refused", outcome="solved", reply="已办理。",
+          contacted_at=NOW.isoformat())  # taken back: a reply about it is refused
+    assert sorted(e["extension_id"] for e in bureau.list_extensions(dispatch.runtime,
+                                                                     "cancelled")) \
+        == sorted([ext_co_j["extension_id"], ext_j["extension_id"]])
+    refused(Conflict, bureau.decide_extension, dispatch.runtime, ext_j["extension_id"],
+            {"approve": False, "reason": "已改派"}, STAFF)
+    # The new lead answers and a satisfied follow-up closes J while its co-unit has not
+    # signed: the closure cancels that unit's sign clock, so no scan chases it.
+    # (A minute later: the projections order an appeal's events by time, and the
+    # override's appeal.dispatched is a few microseconds after NOW.)
+    lead_j2, co_j2 = j2["lead", "czj"], j2["co", lead_j["dept_code"]]
+    dispatch.clock.moment = supervision.clock.moment = NOW + timedelta(minutes=1)
+    reply(lead_j2, "sign")
+    reply(lead_j2, "respond", outcome="solved", reply="奖补资金已拨付。",
+          contacted_at=NOW.isoformat())
+    supervision_uc.record_followup(supervision.runtime, calendar, lead_j["reg_no"],
+                                   {"grade": "basically_satisfied", "resolved": True,
+                                    "contact_attempts": 2}, STAFF)
+    to_others(collect(supervision))
+    dispatch.clock.moment = supervision.clock.moment = NOW
+    j_clocks = {(c["assignment_id"], c["kind"]): c["state"]
+                for c in clocks.list_clocks(supervision.runtime, lead_j["reg_no"])}
+    assert j_clocks[co_j2["assignment_id"], "sign"] == "cancelled"
+    assert j_clocks[lead_j2["assignment_id"], "respond"] == "met"
+    with pytest.raises(ValidationError):  # contact_attempts is a strict integer
+        supervision_uc.record_followup(supervision.runtime, calendar, lead_j["reg_no"],
+                                       {"grade": "satisfied", "resolved": True,
+                                        "contact_attempts": "2"}, STAFF)
 
     # Appeal E: its lead returns it after `return_by` - refused, naming when the window closed.
     e = submit("E-1", "留抵退税到账慢", "申请退税一直未到账。")
@@ -740,7 +1109,7 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     return_by = datetime.fromisoformat(lead_e["return_by"])
     assert NOW < return_by < datetime.fromisoformat(lead_e["respond_by"])
     dispatch.clock.moment = return_by + timedelta(seconds=1)
-    late = reply(lead_e, "return", expect="refused", reason_code="not_in_scope", reason="超期退单")
+    late = reply(lead_e, "return", expect="refused", reason_code="not_our_duty", reason="超期退单")
     dispatch.clock.moment = NOW
     (closed,) = late["errors"]["action"]
     assert datetime.fromisoformat(closed.rsplit(" ", 1)[1]) == return_by, closed
@@ -753,10 +1122,45 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
         "answer": "已当场告知所需材料及网上办理入口。"}, STAFF)
     assert on_spot["state"] == "resolved_on_spot" and not on_spot["duplicate"]
     assert settle() == {}, "an appeal resolved on the spot is not dispatched"
-    assert _row(dispatch, DispatchAppeal, on_spot["appeal_id"]).state == "registered"
-    supervision_uc.record_followup(supervision.runtime, on_spot["reg_no"],
+    # Dispatch keeps its copy's state: no override dispatches an answered appeal.
+    assert _row(dispatch, DispatchAppeal, on_spot["appeal_id"]).state == "resolved_on_spot"
+    refused(Conflict, bureau.override, dispatch.runtime, ctx, on_spot["reg_no"],
+            {"lead": "scjgj", "reason": "改派"}, STAFF)
+    supervision_uc.record_followup(supervision.runtime, calendar, on_spot["reg_no"],
                                    {"grade": "satisfied", "resolved": True}, STAFF)
     to_others(collect(supervision))
+    assert _row(dispatch, DispatchAppeal, on_spot["appeal_id"]).state == "closed"
+    refused(Conflict, bureau.override, dispatch.runtime, ctx, on_spot["reg_no"],
+            {"lead": "scjgj", "reason": "改派"}, STAFF)
+    # Another answered on the spot, followed up unsatisfied: no unit to order, so only
+    # appeal.reopened - and dispatch routes it now, like a new appeal.
+    on_spot_2 = intake_uc.register_on_spot(intake.runtime, intake_ctx, {
+        "channel": "clinic_point", "enterprise": example["enterprise"],
+        "title": "食品经营许可咨询", "content": "询问食品经营许可证延续办理流程。",
+        "answer": "已当场告知延续办理流程。"}, STAFF)
+    assert settle() == {}
+    supervision_uc.record_followup(supervision.runtime, calendar, on_spot_2["reg_no"],
+                                   {"grade": "very_unsatisfied", "resolved": False,
+                                    "comments": "流程说明不清楚"}, STAFF)
+    to_others(collect(supervision))
+    assert _from_dispatch(), "a reopened on-the-spot answer is dispatched"
+
+    # The bureau closes B (answered again) because the enterprise cannot be reached:
+    # refused below three contact attempts, or before the lead answered.
+    with pytest.raises(ValidationError):
+        supervision_uc.close_unreachable(supervision.runtime, lead_b["reg_no"], {
+            "contact_attempts": 2, "reason": "电话无人接听"}, STAFF)
+    with pytest.raises(Conflict):
+        supervision_uc.close_unreachable(supervision.runtime, lead_c["reg_no"], {
+            "contact_attempts": 3, "reason": "电话无人接听"}, STAFF)
+    assert not supervision.new_messages()
+    closed_b = supervision_uc.close_unreachable(supervision.runtime, lead_b["reg_no"], {
+        "contact_attempts": 3, "reason": "三次电话均无人接听"}, STAFF)
+    assert closed_b == {"reg_no": lead_b["reg_no"], "state": "closed"}
+    to_others(collect(supervision))
+    assert _row(dispatch, DispatchAppeal, lead_b["appeal_id"]).state == "closed"
+    refused(Conflict, bureau.override, dispatch.runtime, ctx, lead_b["reg_no"],
+            {"lead": "zjj", "reason": "改派"}, STAFF)
 
     # Staff: an activity, and an appeal taken at it (chain given, no category keyword).
     activity = intake_uc.register_activity(intake.runtime, intake_ctx, {
@@ -816,10 +1220,124 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
             "appeal.submit.hotline_12345", "rejected")
     inbound({**example, "external_id": "H-1", "category": "tax", "industry_chain": "steel"},
             "appeal.submit.hotline_12345", "rejected")
+
+    # 类题破解: similar appeals of one field, registered like any other, are suggested as
+    # class problems by supervision's detection (default settings). The bureau confirms
+    # two (a lead entity, units, a deadline: a `class` clock for the lead entity) and
+    # dismisses one; refusals change nothing.
+    def class_of(prefix: str, category: str, chain: str,
+                 texts: list[tuple[str, str]]) -> dict[str, str]:
+        """Submit similar appeals; reg_no -> appeal_id."""
+        members = {}
+        for n, (title, content) in enumerate(texts, start=1):
+            assert submit(f"{prefix}-{n}", title, content, category=category,
+                          industry_chain=chain)
+            (registered,) = [json.loads(m["body"]) for m in sent
+                             if m["routing_key"] == "appeal.registered"
+                             and json.loads(m["body"])["data"]["external_id"] == f"{prefix}-{n}"]
+            members[registered["data"]["reg_no"]] = registered["appeal_id"]
+        return members
+
+    power = class_of("P", "0402", "modern_logistics", POWER_APPEALS)
+    hiring = class_of("R", "0404", "tech_services", HIRING_APPEALS)
+    inspection = class_of("K", "0201", "health_medicine", INSPECTION_APPEALS)
+    settings = ClusterSettings()
+    suggested = classes.detect(supervision.runtime, settings)
+    to_others(collect(supervision))
+    by_members = {frozenset(c["reg_nos"]): c["class_id"] for c in suggested}
+    assert set(by_members) == {frozenset(power), frozenset(hiring), frozenset(inspection)}
+    assert classes.detect(supervision.runtime, settings) == [], "not suggested twice"
+    power_id, hiring_id, inspection_id = (by_members[frozenset(members)]
+                                          for members in (power, hiring, inspection))
+    class_departments = frozenset(departments)
+    for error, fn, args in (
+            (FieldErrors, classes.confirm, (class_departments, power_id, {
+                "lead_entity": "fgj", "units": ["nobody"],
+                "deadline": _local(2025, 3, 6, 18).isoformat()})),
+            (FieldErrors, classes.confirm, (class_departments, power_id, {
+                "lead_entity": "fgj", "deadline": (NOW - timedelta(hours=1)).isoformat()})),
+            (ValidationError, classes.confirm, (class_departments, power_id, {
+                "lead_entity": "fgj", "deadline": "2025-03-06T18:00:00"})),
+            (Conflict, classes.resolve, (power_id, {"measures": "尚未确认"})),
+            (Conflict, classes.close, (power_id, {"promote": False})),
+            (NotFound, classes.dismiss, ("LT-1999-9999", {"reason": "无此类题"}))):
+        with pytest.raises(error):
+            fn(supervision.runtime, *args, STAFF)
+    assert not supervision.new_messages()
+    confirmed = classes.confirm(supervision.runtime, class_departments, power_id, {
+        "lead_entity": "fgj", "units": ["swtcj", "gxj"],
+        "deadline": _local(2025, 3, 6, 18).isoformat(), "note": "冷链用电增容专项研判"}, STAFF)
+    assert (confirmed["state"], confirmed["lead_entity"]) == ("confirmed", "fgj")
+    classes.confirm(supervision.runtime, class_departments, inspection_id, {
+        "lead_entity": "scjgj", "deadline": _local(2025, 3, 6, 12).isoformat()}, STAFF)
+    with pytest.raises(Conflict):  # confirmed: no longer a suggestion to dismiss
+        classes.dismiss(supervision.runtime, inspection_id, {"reason": "个案"}, STAFF)
+    dismissed = classes.dismiss(supervision.runtime, hiring_id, {"reason": "个案较多，暂不成类"},
+                                STAFF)
+    assert (dismissed["state"], dismissed["note"]) == ("dismissed", "个案较多，暂不成类")
+    to_others(collect(supervision))
+    assert {p["class_id"] for p in classes.list_problems(supervision.runtime, "confirmed")} \
+        == {power_id, inspection_id}
+
+    # Supervision's deadline scan, its clock moved across working days (2025-03-03 is a
+    # Monday; March 2025 has no holiday): reminders before the deadlines, notices after,
+    # key supervision orders 5 working days after. Nothing outside working hours.
+    def scan_at(moment: datetime) -> int:
+        supervision.clock.moment = moment
+        count = clocks.scan(supervision.runtime, calendar, WorkingHours())
+        new = collect(supervision)
+        assert count == len([m for m in new if m["exchange"] == DISPATCH_EXCHANGE])
+        to_others(new)
+        return count
+
+    for closed_hours in (_local(2025, 3, 4, 8, 59), _local(2025, 3, 5, 17, 30),
+                         _local(2025, 3, 8, 10)):  # before, after hours; a Saturday
+        assert scan_at(closed_hours) == 0
+    for day in (4, 5, 10, 11, 17):
+        assert scan_at(_local(2025, 3, day, 9, 30)) > 0, day
+        assert scan_at(_local(2025, 3, day, 15)) == 0, f"each notice once ({day})"
+        if day == 5:
+            # Reminded of the class's deadline, the lead entity reports its measures
+            # (the clock is met); the bureau closes the class and every linked appeal
+            # is annotated - intake puts that on the appeals' timelines.
+            classes.resolve(supervision.runtime, power_id,
+                            {"measures": "开辟冷链仓储用电增容绿色通道，报装压缩至5个工作日"},
+                            STAFF)
+            classes.close(supervision.runtime, power_id, {"promote": True, "note": "全区推广"},
+                          STAFF)
+            to_others(collect(supervision))
+            with intake.store.read() as session:
+                annotated = set(session.scalars(select(TimelineEntry.appeal_id).where(
+                    TimelineEntry.event_type == "class_problem.annotated")))
+            assert annotated == set(power.values())
     return sent
 
 
+def _local(*parts: int) -> datetime:
+    """A suite-local time (Settings().timezone)."""
+    from zoneinfo import ZoneInfo
+
+    return datetime(*parts, tzinfo=ZoneInfo(Settings().timezone))
+
+
 STAFF = "wang"  # a staff member's token subject
+# Appeals of three classes (类题破解): each group shares a category and a chain.
+POWER_APPEALS = [
+    ("冷链仓库用电增容申请迟迟未批", "冷链仓库扩建后需要用电增容，申请提交一个月供电部门仍未答复。"),
+    ("物流园区用电增容", "物流园区新增冷库设备，用电增容申请一直没有办理结果。"),
+    ("仓储中心增容报装慢", "仓储中心申请用电增容报装，供电方案迟迟不出，影响设备投产。"),
+    ("冷库扩容用电问题", "冷库扩容后用电负荷不够，增容申请排队太久。"),
+]
+HIRING_APPEALS = [
+    ("研发人员招聘难", "企业研发团队招聘困难，希望协助对接高校人才招聘。"),
+    ("技术人才招工难", "公司招工难，技术岗位长期招不到人，请帮助对接人才市场招聘。"),
+    ("招聘渠道少", "科技企业招聘渠道少，研发岗位招人难，希望举办专场招聘会。"),
+]
+INSPECTION_APPEALS = [
+    ("药店检查过多", "药店一个月内被执法检查四次，检查过多影响正常经营。"),
+    ("医药企业重复检查", "医药企业同一事项被多个部门重复执法检查，希望减少检查频次。"),
+    ("诊所执法检查频繁", "诊所近期执法检查频繁，每次检查内容相同，希望合并检查。"),
+]
 UNKNOWN_ACTIVITY = "sit_in-20990101-000000"
 
 
@@ -833,7 +1351,7 @@ def _row(service: _Service, model: Any, key: str) -> Any:
 
 def test_emitted_events_match_their_messages(emitted) -> None:
     documented = event_messages()
-    seen = set()
+    seen: dict[str, set[str]] = {}  # event type -> every data field it was seen with
     for m in emitted:
         if m["exchange"] != EVENTS_EXCHANGE:
             continue
@@ -844,18 +1362,24 @@ def test_emitted_events_match_their_messages(emitted) -> None:
         message = documented[event_type]
         assert not is_reserved(message), f"{event_type} is emitted but documented as reserved"
         assert not problems(message["payload"], body), (event_type, problems(message["payload"], body))
-        data_schema = merged(message_payload(message))[0]["data"]
-        data_props, _ = merged(data_schema)
-        assert set(body["data"]) == set(data_props), event_type
-        seen.add(event_type)
+        data_props, data_required = merged(merged(message_payload(message))[0]["data"])
+        assert data_required <= set(body["data"]) <= set(data_props), event_type
+        seen.setdefault(event_type, set()).update(body["data"])
     not_reserved = {t for t, message in documented.items() if not is_reserved(message)}
-    assert seen == not_reserved, "documented as emitted but not emitted (or the reverse)"
+    assert set(seen) == not_reserved, "documented as emitted but not emitted (or the reverse)"
+    for event_type, keys in seen.items():  # each documented field is really sent, sometimes
+        data_props, _ = merged(merged(message_payload(documented[event_type]))[0]["data"])
+        assert keys == set(data_props), event_type
+    # Optional fields are the ones the document says are not always there.
+    dispatched_props, dispatched_required = merged(SCHEMAS["AppealDispatchedData"])
+    assert set(dispatched_props) - dispatched_required == {"actor"}
 
 
 def test_emitted_department_messages_match(emitted) -> None:
     by_kind = department_messages()
     kinds = set()
     refused: list[tuple[bool, bool]] = []
+    seen: dict[str, set[str]] = {}  # kind -> every field it was sent with
     for m in emitted:
         if m["exchange"] != DISPATCH_EXCHANGE:
             continue
@@ -865,11 +1389,17 @@ def test_emitted_department_messages_match(emitted) -> None:
         assert not is_reserved(message), body["kind"]
         assert not problems(message["payload"], body), (body["kind"], problems(message["payload"], body))
         kinds.add((body["kind"], body.get("status")))
+        seen.setdefault(body["kind"], set()).update(body)
         if body["kind"] == "assignment":
             assert body["enterprise"]["uscc"] == USCC_COMPACT  # also when sent as USCC_LOOSE
         if body.get("status") == "refused":
             refused.append((bool(body["reg_no"]), body["assignment_id"] is not None))
     assert kinds >= {("assignment", None), ("reply_result", "accepted"), ("reply_result", "refused")}
+    sent_kinds = {kind for kind, _ in kinds}
+    assert sent_kinds == {kind for kind, m in by_kind.items() if not is_reserved(m)}, \
+        "documented as sent but not sent (or the reverse)"
+    for kind, keys in seen.items():  # each documented field is really sent, sometimes
+        assert keys == set(merged(message_payload(by_kind[kind]))[0]), kind
     # A refused reply echoes reg_no/assignment_id when its body has them, else "" and null.
     assert sorted(set(refused)) == [(False, False), (True, True)]
 
@@ -946,12 +1476,26 @@ def test_emitted_classification_covers_every_documented_rule(emitted) -> None:
 def test_emitted_staff_events_tell_consumers_enough(emitted) -> None:
     registered = _event_data(emitted, "appeal.registered")
     dispatched = {d["_appeal_id"] for d in _event_data(emitted, "appeal.dispatched")}
-    # 当场办结: flagged on registration, followed by resolved_on_spot, never dispatched.
-    (on_spot,) = [r for r in registered if r["resolved_on_spot"]]
-    assert on_spot["source_system"] == "staff" and on_spot["registered_by"] == STAFF
-    (resolved,) = _event_data(emitted, "appeal.resolved_on_spot")
-    assert resolved["_appeal_id"] == on_spot["_appeal_id"] and resolved["actor"] == STAFF
-    assert on_spot["_appeal_id"] not in dispatched
+    # 当场办结: flagged on registration, followed by resolved_on_spot; not dispatched -
+    # unless an unsatisfied follow-up reopens it (no unit to order: dispatch routes it).
+    on_spots = [r for r in registered if r["resolved_on_spot"]]
+    assert len(on_spots) == 2
+    resolved = _event_data(emitted, "appeal.resolved_on_spot")
+    assert [r["_appeal_id"] for r in resolved] == [r["_appeal_id"] for r in on_spots]
+    reopened = {r["_appeal_id"]: r for r in _event_data(emitted, "appeal.reopened")}
+    for on_spot, answer in zip(on_spots, resolved, strict=True):
+        assert on_spot["source_system"] == "staff" and on_spot["registered_by"] == STAFF
+        assert answer["actor"] == STAFF
+        appeal_id = on_spot["_appeal_id"]
+        events = [event_type for event_type, _ in _appeal_events(emitted, appeal_id)]
+        if appeal_id in reopened:
+            assert not {"order_no", "respond_by"} & set(reopened[appeal_id])
+            # No order before dispatch (the scan may order its new units later).
+            assert events[:events.index("appeal.dispatched")] == [
+                "appeal.registered", "appeal.resolved_on_spot", "followup.recorded",
+                "appeal.reopened"]
+        else:
+            assert appeal_id not in dispatched and events[-1] == "appeal.closed"
     assert all(r["_appeal_id"] in dispatched for r in registered if not r["resolved_on_spot"])
     # Activities: appeal_id null; an appeal taken at one names it.
     (activity,) = _event_data(emitted, "activity.registered")
@@ -964,6 +1508,356 @@ def test_emitted_staff_events_tell_consumers_enough(emitted) -> None:
     assert second["previous"]["industry_chain"] == first["industry_chain"]
     (withdrawn,) = _event_data(emitted, "appeal.withdrawn")
     assert withdrawn["reg_no"] == first["reg_no"] and withdrawn["actor"] == STAFF
+
+
+def _dept_messages(emitted: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    bodies = [json.loads(m["body"]) for m in emitted if m["exchange"] == DISPATCH_EXCHANGE]
+    return [b for b in bodies if b["kind"] == kind]
+
+
+def _appeal_events(emitted: list[dict[str, Any]], appeal_id: str) -> list[tuple[str, dict]]:
+    bodies = [json.loads(m["body"]) for m in emitted if m["exchange"] == EVENTS_EXCHANGE]
+    return [(b["event_type"], b["data"]) for b in bodies if b["appeal_id"] == appeal_id]
+
+
+def test_emitted_return_decisions_follow_the_documented_flow(emitted) -> None:
+    """退单 -> the bureau's decision -> re-dispatch without the unit -> 会商 -> the bureau's
+    choice, as the appeals.dispatch channel describes it."""
+    from services.dispatch.bureau import MAX_RETURNS_BEFORE_JOINT_DECISION
+
+    decided = _event_data(emitted, "assignment.return_decided")
+    assert {(d["role"], d["accepted"]) for d in decided} == {
+        ("lead", False), ("lead", True), ("co", True)}
+    assert all(d["actor"] == STAFF for d in decided)
+    # The unit is told, with the same decision and reason.
+    told = {(t["assignment_id"], t["dept_code"], t["accepted"], t["reason"])
+            for t in _dept_messages(emitted, "return_decision")}
+    assert told == {(d["assignment_id"], d["dept_code"], d["accepted"], d["reason"])
+                    for d in decided}
+
+    # Appeal C: two accepted lead returns, then 会商, then the bureau's units.
+    (joint,) = _event_data(emitted, "appeal.joint_decision_required")
+    flow = [(t, d) for t, d in _appeal_events(emitted, joint["_appeal_id"])
+            if t in ("appeal.dispatched", "assignment.return_decided",
+                     "appeal.joint_decision_required")]
+    assert [t for t, _ in flow] == [
+        "appeal.dispatched", "assignment.return_decided", "appeal.dispatched",
+        "assignment.return_decided", "appeal.joint_decision_required", "appeal.dispatched"]
+    first, return_1, second, return_2, joint_data, chosen = (d for _, d in flow)
+    assert "actor" not in first and second["actor"] == STAFF
+    assert return_1["dept_code"] == first["units"]["lead"] and return_1["accepted"]
+    assert return_1["dept_code"] not in [second["units"]["lead"], *second["units"]["co"]]
+    assert return_2["dept_code"] == second["units"]["lead"] and return_2["accepted"]
+    assert joint_data["returned_by"] == sorted({return_1["dept_code"], return_2["dept_code"]})
+    assert len(joint_data["returned_by"]) == MAX_RETURNS_BEFORE_JOINT_DECISION
+    assert joint_data["reason"] == f"returned by {MAX_RETURNS_BEFORE_JOINT_DECISION} units"
+    assert chosen["rule"] == f"bureau:{STAFF}" and chosen["actor"] == STAFF
+    # The document states the limit where it describes the flow.
+    limit = f"{MAX_RETURNS_BEFORE_JOINT_DECISION} units' returns"
+    assert limit in " ".join(MESSAGES["appeal.joint_decision_required"]["description"].split())
+    assert f"makes {MAX_RETURNS_BEFORE_JOINT_DECISION} units of the appeal whose returns" in \
+        " ".join(DOC["channels"]["appeals.dispatch/dept.{dept_code}"]["description"].split())
+
+
+def test_emitted_reassignments_tell_the_units(emitted) -> None:
+    events = _event_data(emitted, "assignment.reassigned")
+    messages = _dept_messages(emitted, "reassigned")
+    assert sorted((e["assignment_id"], e["dept_code"], e["reason"], json.dumps(e["new_units"]))
+                  for e in events) == sorted(
+        (m["assignment_id"], m["dept_code"], m["reason"], json.dumps(m["new_units"]))
+        for m in messages)
+    (withdrawal,) = [e for e in events if e["reason"].startswith("诉求已撤回: ")]
+    (withdrawn,) = _event_data(emitted, "appeal.withdrawn")
+    assert withdrawal["new_units"] is None and withdrawal["actor"] == withdrawn["actor"]
+    (override,) = [e for e in events if e["reason"].startswith("局改派: ")]
+    assert override["actor"] == STAFF
+    # new_units are the units of the dispatch that follows.
+    after = [d for t, d in _appeal_events(emitted, override["_appeal_id"])
+             if t == "appeal.dispatched"][-1]
+    assert override["new_units"] == after["units"] and after["rule"] == f"bureau:{STAFF}"
+
+
+def test_emitted_extension_decisions_stay_within_the_category_limit(emitted) -> None:
+    from appeals_common.metrics import load_calendar
+
+    calendar = load_calendar(CONFIG, Settings().timezone)
+    requested = {r["extension_id"]: r for r in _event_data(emitted, "extension.requested")}
+    decided = _event_data(emitted, "extension.decided")
+    assert {d["approved"] for d in decided} == {True, False}
+    # A request left undecided lapsed (the unit responded) or was cancelled (the
+    # assignment taken back): no event says so, the unit's next event does.
+    undecided = set(requested) - {d["extension_id"] for d in decided}
+    ended_by = set()
+    for extension_id in undecided:
+        r = requested[extension_id]
+        about = [(t, data) for t, data in _appeal_events(emitted, r["_appeal_id"])
+                 if data.get("assignment_id") == r["assignment_id"]]
+        at = next(i for i, (t, data) in enumerate(about)
+                  if t == "extension.requested" and data["extension_id"] == extension_id)
+        ended_by.add(next(t for t, data in about[at + 1:] if t in (
+            "appeal.responded", "assignment.contributed", "assignment.reassigned")
+            or (t == "assignment.return_decided" and data["accepted"])))
+    # Lapsed (responded), cancelled (taken back, or the unit's return accepted).
+    assert ended_by == {"appeal.responded", "assignment.reassigned",
+                        "assignment.return_decided"}
+    registered = {r["_appeal_id"]: r for r in _event_data(emitted, "appeal.registered")}
+    views = {a["assignment_id"]: a for d in _event_data(emitted, "appeal.dispatched")
+             for a in d["assignments"]}
+    respond_by = {}  # assignment -> its respond-by after each decision
+    for d in decided:
+        r = requested[d["extension_id"]]
+        assert (d["assignment_id"], d["reg_no"], d["dept_code"]) == (
+            r["assignment_id"], r["reg_no"], r["dept_code"])
+        view, appeal = views[d["assignment_id"]], registered[d["_appeal_id"]]
+        latest = POLICY.for_assignment(calendar, datetime.fromisoformat(view["assigned_at"]),
+                                       appeal["urgency"], appeal["category"]).latest_respond_by
+        new = datetime.fromisoformat(d["respond_by"])
+        before = respond_by.get(d["assignment_id"], datetime.fromisoformat(view["respond_by"]))
+        if d["approved"]:
+            assert before < new <= latest
+        else:
+            assert new == before
+        respond_by[d["assignment_id"]] = new
+    told = {(t["extension_id"], t["approved"], t["respond_by"])
+            for t in _dept_messages(emitted, "extension_decision")}
+    assert told == {(d["extension_id"], d["approved"], d["respond_by"]) for d in decided}
+
+
+def _event_bodies(emitted: list[dict[str, Any]], *event_types: str) -> list[dict[str, Any]]:
+    bodies = [json.loads(m["body"]) for m in emitted if m["exchange"] == EVENTS_EXCHANGE]
+    return [b for b in bodies if not event_types or b["event_type"] in event_types]
+
+
+SCAN_EVENTS = {"reminder": ("appeal.reminded",),
+               "supervision_notice": ("appeal.overdue", "appeal.supervised"),
+               "key_supervision_order": ("supervision_order.issued",)}
+
+
+def test_emitted_deadline_notices_follow_the_clocks(emitted) -> None:
+    """The scan's reminders, notices and orders about assignments' deadlines (driven
+    across working days): each at its working moment, once per deadline, never about a
+    deadline met or cancelled before (an appeal's closure cancels them too), each with
+    the events the document names carrying the message's fields."""
+    from appeals_common.metrics import load_calendar
+    from services.supervision.escalation import (
+        KEY_ORDER_AFTER_WORKING_DAYS,
+        WorkingHours,
+        in_working_hours,
+    )
+
+    calendar = load_calendar(CONFIG, Settings().timezone)
+    notices = [m for kind in SCAN_EVENTS for m in _dept_messages(emitted, kind)
+               if m.get("deadline") in ("sign", "respond")]  # a follow-up's order has none
+    assert {(m["kind"], m["deadline"]) for m in notices} == {
+        (kind, deadline) for kind in SCAN_EVENTS for deadline in ("sign", "respond")}
+    keys = [(m["assignment_id"], m["deadline"], m["kind"]) for m in notices]
+    assert len(keys) == len(set(keys)), "each notice once per deadline"
+
+    views = {a["assignment_id"]: a for d in _event_data(emitted, "appeal.dispatched")
+             for a in d["assignments"]}
+    appeal_of = {a["assignment_id"]: d["_appeal_id"]
+                 for d in _event_data(emitted, "appeal.dispatched") for a in d["assignments"]}
+    # When each assignment's deadline stopped running (met or cancelled), if it did.
+    stopped: dict[tuple[str, str], datetime] = {}
+    ended_appeals = {b["appeal_id"]: datetime.fromisoformat(b["occurred_at"])
+                     for b in _event_bodies(emitted, "appeal.withdrawn", "appeal.closed")}
+    for b in _event_bodies(emitted):
+        data, at = b["data"], datetime.fromisoformat(b["occurred_at"])
+        stops = {"assignment.signed": ("sign",), "appeal.responded": ("respond",),
+                 "assignment.reassigned": ("sign", "respond")}.get(b["event_type"], ())
+        if b["event_type"] == "assignment.return_decided" and data["accepted"]:
+            stops = ("sign", "respond")
+        for deadline in stops:
+            stopped.setdefault((data["assignment_id"], deadline), at)
+    # The run closes an appeal while one of its units had not signed (its clock is
+    # cancelled then, and nothing is sent about it afterwards).
+    unsigned_at_closure = [a for a, appeal_id in appeal_of.items()
+                           if ended_appeals.get(appeal_id) and (a, "sign") not in stopped
+                           and appeal_id in {b["appeal_id"] for b in
+                                             _event_bodies(emitted, "appeal.closed")}]
+    assert unsigned_at_closure, "a closure with a unit's clock still open"
+
+    for m in notices:
+        sent_at, due_at = (datetime.fromisoformat(m[k]) for k in ("sent_at", "due_at"))
+        sent_day, due_day = calendar.local_date(sent_at), calendar.local_date(due_at)
+        view = views[m["assignment_id"]]
+        assert (view["dept_code"], view["assignment_id"]) == (m["dept_code"], m["assignment_id"])
+        if m["deadline"] == "sign":
+            assert due_at == datetime.fromisoformat(view["sign_by"])
+        else:
+            assert view["role"] == "lead"
+        assert in_working_hours(sent_at, calendar, WorkingHours()), m
+        assert not stopped.get((m["assignment_id"], m["deadline"]), sent_at) < sent_at, m
+        assert not ended_appeals.get(appeal_of[m["assignment_id"]], sent_at) < sent_at, m
+        overdue = calendar.working_days_between(due_day, sent_day) if sent_at > due_at else 0
+        assert m["working_days_overdue"] == overdue, m
+        if m["kind"] == "reminder":
+            assert sent_at <= due_at and sent_day >= calendar.previous_working_day(due_day)
+        elif m["kind"] == "supervision_notice":
+            assert sent_at > due_at and sent_day >= calendar.next_working_day(due_day)
+        else:
+            assert sent_at > due_at and overdue >= KEY_ORDER_AFTER_WORKING_DAYS
+            # Unique per unit and deadline: the unit and the minute of issue are in it.
+            assert m["order_no"] == \
+                f"ZD-{m['reg_no']}-{m['dept_code']}-{m['deadline']}-{sent_at:%Y%m%d%H%M}"
+            assert m["feedback_required"] is True
+    orders = [m["order_no"] for m in notices if m["kind"] == "key_supervision_order"]
+    assert len(orders) == len(set(orders))
+    assert max(m["working_days_overdue"] for m in notices
+               if m["kind"] == "key_supervision_order") > KEY_ORDER_AFTER_WORKING_DAYS, \
+        "a scan after days without one still sends the order"
+
+    # Each message goes with its events, which carry reg_no, assignment_id, dept_code and
+    # the message's own fields (appeal.overdue: the deadline and when it was due), and
+    # the appeal's id.
+    common = set(merged(SCHEMAS["DepartmentMessageCommon"])[0]) - {"reg_no", "assignment_id",
+                                                                    "dept_code"}
+    for kind, event_types in SCAN_EVENTS.items():
+        for event_type in event_types:
+            events = [b for b in _event_bodies(emitted, event_type)
+                      if b["data"].get("deadline") in ("sign", "respond")]
+            expected = []
+            for m in notices:
+                if m["kind"] == kind:
+                    data = {k: v for k, v in m.items() if k not in common}
+                    if event_type == "appeal.overdue":
+                        del data["working_days_overdue"]
+                    expected.append(data)
+            assert sorted(json.dumps(b["data"], sort_keys=True) for b in events) == sorted(
+                json.dumps(d, sort_keys=True) for d in expected), event_type
+            assert all(b["producer"] == "supervision" and b["correlation_id"] is None
+                       for b in events)
+            assert all(b["appeal_id"] == appeal_of[b["data"]["assignment_id"]]
+                       for b in events), event_type
+
+
+def test_emitted_class_problems_follow_their_flow(emitted) -> None:
+    """类题破解 as the run drives it: three groups of similar appeals suggested (appeal_id
+    null, no actor), two confirmed, one dismissed; the `class` clocks' notices go to the
+    lead entity with the class id as reg_no and assignment_id, their events with appeal_id
+    null; the class resolved after its reminder is not chased again, and its closure
+    annotates every linked appeal (with that appeal's id)."""
+    bodies = _event_bodies(emitted)
+    class_events = [b for b in bodies if b["event_type"].startswith("class_problem.")]
+    assert all(b["producer"] == "supervision" and b["correlation_id"] is None
+               for b in class_events)
+    assert all((b["appeal_id"] is None) == (b["event_type"] != "class_problem.annotated")
+               for b in class_events)
+    for b in class_events:  # each decision's state is its event's; only staff decide
+        kind = b["event_type"].split(".", 1)[1]
+        if kind != "annotated":
+            assert b["data"]["state"] == kind
+            assert ("actor" in b["data"]) == (kind != "suggested")
+    suggested = [b["data"] for b in class_events if b["event_type"] == "class_problem.suggested"]
+    registered = {d["reg_no"]: d for d in _event_data(emitted, "appeal.registered")}
+    groups = {}
+    for texts in (POWER_APPEALS, HIRING_APPEALS, INSPECTION_APPEALS):
+        titles = {title for title, _ in texts}
+        groups[frozenset(r for r, d in registered.items() if d["title"] in titles)] = texts
+    assert {frozenset(c["reg_nos"]) for c in suggested} == set(groups)
+    for c in suggested:
+        members = [registered[r] for r in c["reg_nos"]]
+        assert c["reg_nos"] == sorted(c["reg_nos"]) and c["keywords"]
+        assert c["category"] == members[0]["category"]
+        assert c["industry_chain"] == members[0]["industry_chain"]
+        assert (c["lead_entity"], c["units"], c["deadline"], c["measures"], c["promote"],
+                c["note"]) == (None, [], None, None, None, None)
+        assert 0 < c["score"] <= 1
+    class_ids = [c["class_id"] for c in suggested]
+    year = datetime.fromisoformat(next(b["occurred_at"] for b in class_events)).year
+    assert sorted(class_ids) == [f"LT-{year}-{n:04d}" for n in range(1, len(suggested) + 1)]
+
+    def flow(class_id: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(b["event_type"].split(".", 1)[1], b["data"]) for b in class_events
+                if b["data"]["class_id"] == class_id]
+
+    flows = {c["class_id"]: flow(c["class_id"]) for c in suggested}
+    (closed_id,) = [i for i, f in flows.items() if "closed" in dict(f)]
+    (dismissed_id,) = [i for i, f in flows.items() if "dismissed" in dict(f)]
+    (open_id,) = set(flows) - {closed_id, dismissed_id}
+    members = {c["class_id"]: c["reg_nos"] for c in suggested}
+    assert [k for k, _ in flows[closed_id]] == [
+        "suggested", "confirmed", "resolved", "closed", *["annotated"] * len(members[closed_id])]
+    assert [k for k, _ in flows[dismissed_id]] == ["suggested", "dismissed"]
+    assert [k for k, _ in flows[open_id]] == ["suggested", "confirmed"]
+    assert dict(flows[dismissed_id])["dismissed"]["note"]
+    closed = dict(flows[closed_id])["closed"]
+    assert closed["promote"] is True and closed["measures"] and closed["note"] == "全区推广"
+    annotations = [b for b in class_events if b["event_type"] == "class_problem.annotated"]
+    assert sorted(a["data"]["reg_no"] for a in annotations) == members[closed_id]
+    for a in annotations:
+        assert a["appeal_id"] == registered[a["data"]["reg_no"]]["_appeal_id"]
+        assert a["data"] == {"reg_no": a["data"]["reg_no"], "class_id": closed_id,
+                             "measures": closed["measures"], "promote": True,
+                             "actor": closed["actor"]}
+
+    # The `class` clocks: notices to the lead entity, about the class (no appeal).
+    confirmed = {i: dict(f)["confirmed"] for i, f in flows.items() if "confirmed" in dict(f)}
+    resolved_at = next(datetime.fromisoformat(b["occurred_at"]) for b in class_events
+                       if b["event_type"] == "class_problem.resolved")
+    notices = [m for kind in SCAN_EVENTS for m in _dept_messages(emitted, kind)
+               if m.get("deadline") == "class"]
+    assert {(m["reg_no"], m["kind"]) for m in notices} == {
+        (closed_id, "reminder"), (open_id, "reminder"), (open_id, "supervision_notice"),
+        (open_id, "key_supervision_order")}, "the resolved class is not chased again"
+    for m in notices:
+        c = confirmed[m["reg_no"]]
+        assert (m["assignment_id"], m["dept_code"]) == (m["reg_no"], c["lead_entity"])
+        assert datetime.fromisoformat(m["due_at"]) == datetime.fromisoformat(c["deadline"])
+        sent_at = datetime.fromisoformat(m["sent_at"])
+        if m["reg_no"] == closed_id:
+            assert sent_at < resolved_at
+        if m["kind"] == "key_supervision_order":
+            assert m["order_no"] == f"ZD-{m['reg_no']}-{m['dept_code']}-class-{sent_at:%Y%m%d%H%M}"
+    for kind, event_types in SCAN_EVENTS.items():
+        for event_type in event_types:
+            events = [b for b in _event_bodies(emitted, event_type)
+                      if b["data"].get("deadline") == "class"]
+            assert len(events) == len([m for m in notices if m["kind"] == kind]), event_type
+            assert all(b["appeal_id"] is None and b["data"]["reg_no"] in confirmed
+                       for b in events), event_type
+
+
+def test_emitted_followup_order_and_closure(emitted) -> None:
+    """An unsatisfied follow-up of a lead's answer: a key supervision order to that unit,
+    supervision_order.issued and appeal.reopened agreeing on order_no and respond_by; the
+    lead answers again and the bureau closes the appeal (enterprise unreachable)."""
+    from appeals_common.metrics import load_calendar
+    from services.supervision.usecases import REOPEN_WORKING_DAYS
+
+    calendar = load_calendar(CONFIG, Settings().timezone)
+    (order,) = [m for m in _dept_messages(emitted, "key_supervision_order") if "reasons" in m]
+    (issued,) = [b for b in _event_bodies(emitted, "supervision_order.issued")
+                 if "actor" in b["data"]]
+    appeal_id = issued["appeal_id"]
+    flow = _event_bodies(emitted)
+    flow = [b for b in flow if b["appeal_id"] == appeal_id]
+    types = [b["event_type"] for b in flow]
+    at = types.index("supervision_order.issued")
+    assert types[at - 1:at + 2] == ["followup.recorded", "supervision_order.issued",
+                                    "appeal.reopened"]
+    followup, _, reopened = flow[at - 1:at + 2]
+    answered = [b for b in flow[:at] if b["event_type"] == "appeal.responded"][-1]["data"]
+    assert (order["dept_code"], order["assignment_id"]) == (answered["dept_code"],
+                                                            answered["assignment_id"])
+    assert issued["data"] == {"reg_no": order["reg_no"], "actor": STAFF,
+                              **{k: order[k] for k in ("dept_code", "order_no", "reasons",
+                                                       "grade", "respond_by",
+                                                       "feedback_required")}}
+    assert order["reasons"] == followup["data"]["comments"]
+    assert order["grade"] == followup["data"]["grade"] == reopened["data"]["grade"]
+    assert (reopened["data"]["order_no"], reopened["data"]["respond_by"]) == (
+        order["order_no"], order["respond_by"])
+    assert datetime.fromisoformat(order["respond_by"]) == calendar.add_working_days(
+        datetime.fromisoformat(followup["occurred_at"]), REOPEN_WORKING_DAYS).at
+    # The lead answers again, then the bureau closes it: the enterprise is unreachable.
+    after = types[at + 2:]
+    assert after.index("appeal.responded") < after.index("appeal.closed")
+    (closed,) = [b["data"] for b in flow if b["event_type"] == "appeal.closed"]
+    assert closed["reason"] == "enterprise_unreachable" and closed["actor"] == STAFF
+    assert closed["contact_attempts"] >= 3 and closed["note"]
+    reasons = {d["reason"] for d in _event_data(emitted, "appeal.closed")}
+    assert reasons == {"satisfied_followup", "enterprise_unreachable"}
 
 
 def test_retry_and_dead_letter_headers_match() -> None:

@@ -28,14 +28,19 @@ from openapi_spec_validator import validate as validate_spec
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from appeals_common.reference import ROLES
+from appeals_common.lifecycle import ASSIGNMENT_STATES
+from appeals_common.reference import RETURN_REASONS, ROLES
 from appeals_common.schemas import (
     ActivitySchema,
+    ExtensionDecisionSchema,
     FollowupSchema,
     OnSpotAppealSchema,
+    OverrideSchema,
     ReclassifySchema,
+    ReturnDecisionSchema,
     SearchSchema,
     StaffAppealSchema,
+    UnreachableClosureSchema,
     WithdrawSchema,
 )
 from appeals_common.settings import DEFAULT_HTTP_PORTS
@@ -47,6 +52,12 @@ with warnings.catch_warnings():
     from services.dispatch.service import DispatchService
     from services.intake.service import IntakeService
     from services.reporting.service import ReportingService
+    from services.supervision.class_problem_usecases import (
+        CloseSchema,
+        ConfirmSchema,
+        DismissSchema,
+        ResolveSchema,
+    )
     from services.supervision.service import SupervisionService
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
@@ -63,7 +74,19 @@ REQUEST_SCHEMAS: dict[tuple[str, str], type[Schema]] = {
     ("POST", "/appeals/{reg_no}/withdrawal"): WithdrawSchema,
     ("POST", "/activities"): ActivitySchema,
     ("POST", "/appeals/{reg_no}/followups"): FollowupSchema,
+    ("POST", "/assignments/{assignment_id}/return-decision"): ReturnDecisionSchema,
+    ("POST", "/extensions/{extension_id}/decision"): ExtensionDecisionSchema,
+    ("POST", "/appeals/{reg_no}/dispatch"): OverrideSchema,
+    ("POST", "/appeals/{reg_no}/closure"): UnreachableClosureSchema,
+    ("POST", "/class-problems/{class_id}/confirmation"): ConfirmSchema,
+    ("POST", "/class-problems/{class_id}/resolution"): ResolveSchema,
+    ("POST", "/class-problems/{class_id}/closure"): CloseSchema,
+    ("POST", "/class-problems/{class_id}/dismissal"): DismissSchema,
 }
+
+# Operations with a path parameter that never answer 404: an unknown appeal simply has
+# no deadline clocks (supervision's `list_clocks` gives an empty list).
+NO_404 = {("GET", "/appeals/{reg_no}/deadlines")}
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +280,17 @@ def test_found_every_service_route():
     assert ("GET", "/appeals/{reg_no}/clock") in routes
     assert set(routes[("GET", "/health")]) == set(SERVICE_CLASSES)
     assert set(routes[("GET", "/metrics")]) == set(SERVICE_CLASSES)
-    assert len(routes) == 14
+    assert set(routes[("POST", "/appeals/{reg_no}/dispatch")]) == {"dispatch"}
+    for path in ("/appeals/{reg_no}/closure", "/appeals/{reg_no}/deadlines"):
+        (method,) = [m for m, p in routes if p == path]
+        assert set(routes[(method, path)]) == {"supervision"}, path
+    class_routes = {key for key in routes if key[1].startswith("/class-problems")}
+    assert class_routes == {
+        ("POST", "/class-problems/detection"), ("GET", "/class-problems"),
+        *(("POST", f"/class-problems/{{class_id}}/{step}")
+          for step in ("confirmation", "resolution", "closure", "dismissal"))}
+    assert all(set(routes[key]) == {"supervision"} for key in class_routes)
+    assert len(routes) == 26
 
 
 def test_roles_and_security_match_the_api_decorator(spec):
@@ -286,8 +319,10 @@ def test_path_parameters_are_declared(spec):
                         [*item.get("parameters", ()), *item[method].get("parameters", ())]
                         if deref(spec, p)["in"] == "path"}
             assert declared == names, (method, path)
-            if names:
+            if names and (method.upper(), path) not in NO_404:
                 assert "404" in item[method]["responses"], (method, path)
+            elif names:
+                assert "404" not in item[method]["responses"], (method, path)
 
 
 def test_error_responses_have_their_body_shapes(spec):
@@ -412,6 +447,100 @@ AGREEMENT_CASES: list[tuple[str, type[Schema], dict]] = [
     ("Followup", FollowupSchema, {"grade": "great", "resolved": True}),
     ("Followup", FollowupSchema, {"grade": "satisfied"}),
     ("Followup", FollowupSchema, {"grade": "satisfied", "resolved": True, "comments": None}),
+    ("ReturnDecision", ReturnDecisionSchema, {"accept": True, "reason": "同意退单"}),
+    ("ReturnDecision", ReturnDecisionSchema, {"accept": False, "reason": "属于本单位职责"}),
+    ("ReturnDecision", ReturnDecisionSchema, {"accept": "maybe", "reason": "x"}),
+    ("ReturnDecision", ReturnDecisionSchema, {"accept": None, "reason": "x"}),
+    ("ReturnDecision", ReturnDecisionSchema, {"accept": True}),
+    ("ReturnDecision", ReturnDecisionSchema, {"accept": True, "reason": ""}),
+    ("ReturnDecision", ReturnDecisionSchema, {"accept": True, "reason": "理" * 1001}),
+    ("ReturnDecision", ReturnDecisionSchema, {"accept": True, "reason": "x", "actor": "me"}),
+    ("ExtensionDecision", ExtensionDecisionSchema, {"approve": False, "reason": "按期办理"}),
+    ("ExtensionDecision", ExtensionDecisionSchema, {"approve": True, "reason": "同意"}),
+    ("ExtensionDecision", ExtensionDecisionSchema, {"approve": True, "reason": "同意",
+                                                    "respond_by": None}),
+    ("ExtensionDecision", ExtensionDecisionSchema, {"approve": True, "reason": "同意",
+                                                    "respond_by": "2026-12-04T23:59:59+08:00"}),
+    ("ExtensionDecision", ExtensionDecisionSchema, {"approve": True, "reason": "同意",
+                                                    "respond_by": 20261204}),
+    ("ExtensionDecision", ExtensionDecisionSchema, {"reason": "同意"}),
+    ("ExtensionDecision", ExtensionDecisionSchema, {"approve": True, "reason": "同意",
+                                                    "requested_until": None}),
+    ("Override", OverrideSchema, {"lead": "czj", "reason": "改派"}),
+    ("Override", OverrideSchema, {"lead": "czj", "co": ["swj", "zjj"], "reason": "会商决定"}),
+    ("Override", OverrideSchema, {"lead": "czj", "co": [], "reason": "改派"}),
+    ("Override", OverrideSchema, {"lead": "CZJ", "reason": "改派"}),
+    ("Override", OverrideSchema, {"lead": "czj", "co": ["s w j"], "reason": "改派"}),
+    ("Override", OverrideSchema, {"lead": "czj", "co": [f"u{i}" for i in range(11)],
+                                  "reason": "改派"}),
+    ("Override", OverrideSchema, {"lead": "czj", "co": None, "reason": "改派"}),
+    ("Override", OverrideSchema, {"lead": "czj"}),
+    ("Override", OverrideSchema, {"co": ["swj"], "reason": "改派"}),
+    ("Override", OverrideSchema, {"lead": "czj", "reason": "改派", "rule": "x"}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": 3,
+                                                      "reason": "三次电话均无人接听"}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": 50, "reason": "r"}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": 2, "reason": "r"}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": 51, "reason": "r"}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": None, "reason": "r"}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"reason": "r"}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": 3}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": 3, "reason": ""}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": 3,
+                                                      "reason": "理" * 1001}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": 3, "reason": "r",
+                                                      "grade": "unsatisfied"}),
+    # contact_attempts is a strict integer: no strings, booleans or fractions.
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": "3", "reason": "r"}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": 3.5, "reason": "r"}),
+    ("UnreachableClosure", UnreachableClosureSchema, {"contact_attempts": True, "reason": "r"}),
+    ("Followup", FollowupSchema, {"grade": "satisfied", "resolved": True,
+                                  "contact_attempts": "2"}),
+    ("Followup", FollowupSchema, {"grade": "satisfied", "resolved": True,
+                                  "contact_attempts": False}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj",
+                                          "deadline": "2026-12-18T18:00:00+08:00"}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj", "units": ["swtcj", "gxj"],
+                                          "deadline": "2026-12-18T10:00:00Z", "note": "研判"}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj", "units": [],
+                                          "deadline": "2026-12-18T18:00:00+08:00",
+                                          "note": ""}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "FGJ",
+                                          "deadline": "2026-12-18T18:00:00+08:00"}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj", "units": ["s w"],
+                                          "deadline": "2026-12-18T18:00:00+08:00"}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj",
+                                          "units": [f"u{i}" for i in range(21)],
+                                          "deadline": "2026-12-18T18:00:00+08:00"}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj", "units": None,
+                                          "deadline": "2026-12-18T18:00:00+08:00"}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj"}),
+    ("ClassConfirmation", ConfirmSchema, {"deadline": "2026-12-18T18:00:00+08:00"}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj", "deadline": None}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj", "deadline": 20261218}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj",
+                                          "deadline": "2026-12-18T18:00:00+08:00",
+                                          "note": "注" * 2001}),
+    ("ClassConfirmation", ConfirmSchema, {"lead_entity": "fgj",
+                                          "deadline": "2026-12-18T18:00:00+08:00",
+                                          "state": "confirmed"}),
+    ("ClassResolution", ResolveSchema, {"measures": "推行告知承诺制"}),
+    ("ClassResolution", ResolveSchema, {"measures": ""}),
+    ("ClassResolution", ResolveSchema, {"measures": "措" * 5001}),
+    ("ClassResolution", ResolveSchema, {}),
+    ("ClassResolution", ResolveSchema, {"measures": "x", "promote": True}),
+    ("ClassClosure", CloseSchema, {"promote": True}),
+    ("ClassClosure", CloseSchema, {"promote": False, "note": "不具推广价值"}),
+    ("ClassClosure", CloseSchema, {"promote": "maybe"}),
+    ("ClassClosure", CloseSchema, {"promote": None}),
+    ("ClassClosure", CloseSchema, {"note": "全区推广"}),
+    ("ClassClosure", CloseSchema, {"promote": True, "note": None}),
+    ("ClassClosure", CloseSchema, {"promote": True, "measures": "x"}),
+    ("ClassDismissal", DismissSchema, {"reason": "个案，不成类"}),
+    ("ClassDismissal", DismissSchema, {"reason": ""}),
+    ("ClassDismissal", DismissSchema, {"reason": "理" * 1001}),
+    ("ClassDismissal", DismissSchema, {}),
+    ("ClassDismissal", DismissSchema, {"reason": "x", "actor": "me"}),
 ]
 
 
@@ -433,6 +562,88 @@ def test_request_components_are_the_ones_referenced(spec):
                 ("POST", "/appeals/{reg_no}/classification"): "Reclassify",
                 ("POST", "/appeals/{reg_no}/withdrawal"): "Withdraw",
                 ("POST", "/activities"): "ActivityInput",
-                ("POST", "/appeals/{reg_no}/followups"): "Followup"}
+                ("POST", "/appeals/{reg_no}/followups"): "Followup",
+                ("POST", "/assignments/{assignment_id}/return-decision"): "ReturnDecision",
+                ("POST", "/extensions/{extension_id}/decision"): "ExtensionDecision",
+                ("POST", "/appeals/{reg_no}/dispatch"): "Override",
+                ("POST", "/appeals/{reg_no}/closure"): "UnreachableClosure",
+                ("POST", "/class-problems/{class_id}/confirmation"): "ClassConfirmation",
+                ("POST", "/class-problems/{class_id}/resolution"): "ClassResolution",
+                ("POST", "/class-problems/{class_id}/closure"): "ClassClosure",
+                ("POST", "/class-problems/{class_id}/dismissal"): "ClassDismissal"}
     for key, name in expected.items():
         assert body_schema(spec, *key) == {"$ref": f"#/components/schemas/{name}"}
+
+
+def test_dispatch_vocabularies_are_the_code_lists(spec):
+    schemas = spec["components"]["schemas"]
+    assert schemas["ReturnReasonCode"]["enum"] == list(RETURN_REASONS)
+    for code, meaning in RETURN_REASONS.items():
+        assert f"{code} {meaning}" in " ".join(schemas["ReturnReasonCode"]["description"].split())
+    assert schemas["AssignmentState"]["enum"] == list(ASSIGNMENT_STATES)
+    assert deref(spec, schemas["Assignment"]["properties"]["return_reason_code"]["anyOf"][0]) \
+        == schemas["ReturnReasonCode"]
+    # A rejected return puts the assignment back where it was (the transitions used).
+    from appeals_common.lifecycle import ASSIGNMENT_TRANSITIONS
+
+    back_to = {ASSIGNMENT_TRANSITIONS[action][1] for action in ("reject_return",
+                                                                 "reject_return_signed")}
+    withdrawn = ASSIGNMENT_TRANSITIONS["withdraw"][1]
+    assert set(schemas["ReturnDecisionResult"]["properties"]["state"]["enum"]) == \
+        back_to | {withdrawn}
+
+
+def test_deadlines_are_supervision_clocks(spec):
+    """GET /appeals/{reg_no}/deadlines lists supervision's clocks with the notice times
+    its scan records (services.supervision.clocks)."""
+    from services.supervision.clocks import SENT_COLUMN
+    from services.supervision.escalation import NOTICE, ORDER, REMINDER
+
+    deadline = spec["components"]["schemas"]["Deadline"]
+    assert {SENT_COLUMN[REMINDER], SENT_COLUMN[NOTICE], SENT_COLUMN[ORDER]} == \
+        set(SENT_COLUMN.values()) == {"reminder_at", "notice_at", "order_at"}
+    assert set(deadline["properties"]) == {"assignment_id", "dept_code", "kind", "due_at",
+                                           "state", *SENT_COLUMN.values()}
+    assert set(deadline["required"]) == set(deadline["properties"])
+
+
+def test_integer_fractions_are_refused_though_json_schema_counts_them(spec):
+    """`contact_attempts` is a strict marshmallow Integer: `3.0` is refused, which JSON
+    Schema (where 3.0 is an integer) cannot say - the document says it in words."""
+    for component, schema_cls, body, field in (
+            ("UnreachableClosure", UnreachableClosureSchema,
+             {"contact_attempts": 3.0, "reason": "r"}, "contact_attempts"),
+            ("Followup", FollowupSchema,
+             {"grade": "satisfied", "resolved": True, "contact_attempts": 2.0},
+             "contact_attempts")):
+        with pytest.raises(ValidationError) as refused:
+            schema_cls().load(body)
+        assert field in refused.value.messages
+        assert not list(validator_for_ref(spec, f"#/components/schemas/{component}")
+                        .iter_errors(body))
+        description = spec["components"]["schemas"][component]["properties"][field][
+            "description"]
+        assert "JSON integer" in description and ".0" in description
+
+
+def test_class_problems_are_supervision_s(spec):
+    """类题破解: the response is the class as the use cases show it, its states are the
+    code's and the clock the confirmation opens is listed under the class id."""
+    from services.supervision.class_problem_usecases import ACTIVE_STATES
+
+    schemas = spec["components"]["schemas"]
+    states = schemas["ClassProblemState"]["enum"]
+    assert set(ACTIVE_STATES) < set(states)
+    assert set(states) - set(ACTIVE_STATES) == {"closed", "dismissed"}
+    problem = schemas["ClassProblem"]
+    assert set(problem["required"]) == set(problem["properties"]) == {
+        "class_id", "state", "industry_chain", "category", "keywords", "score", "reg_nos",
+        "lead_entity", "units", "deadline", "measures", "promote", "note"}
+    assert problem["properties"]["units"]["maxItems"] == next(
+        v.max for v in ConfirmSchema().fields["units"].validators)
+    for step in ("confirmation", "resolution", "closure", "dismissal"):
+        op = operations(spec)[("POST", f"/class-problems/{{class_id}}/{step}")]
+        assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ClassProblem"}
+    assert "class" in schemas["Deadline"]["properties"]["kind"]["enum"]
+    assert "format" not in schemas["Deadline"]["properties"]["assignment_id"]
