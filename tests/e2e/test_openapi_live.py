@@ -723,7 +723,7 @@ def test_class_problems(api):
             "note": "冷链用电增容专项研判"}
     unknown = api.call("POST", "supervision", confirmation, 422, class_id=class_id,
                        json={**body, "units": ["nobody"]})
-    assert "nobody" in unknown["errors"]["lead_entity"][0]
+    assert "nobody" in unknown["errors"]["units"][0]
     bad = api.call("POST", "supervision", confirmation, 422, class_id=class_id,
                    json={"lead_entity": "FGJ", "deadline": "2026-12-18T18:00:00", "surprise": 1})
     assert {"lead_entity", "deadline", "surprise"} <= set(bad["errors"])

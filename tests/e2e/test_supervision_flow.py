@@ -47,9 +47,9 @@ def test_missed_deadlines_escalate_to_a_key_supervision_order(bus, move_clock):
 def test_unsatisfied_followup_reopens_until_a_satisfied_one_closes(bus, urls, token):
     staff = {"Authorization": f"Bearer {token('bureau_staff')}"}
     reg_no = bus.receipt(bus.submit(appeal_body(title="招工难", content="用工缺口大")))["reg_no"]
-    lead = bus.dept_message("rsj", "assignment", reg_no)
+    lead = bus.dept_message("rsj", "assignment", reg_no, timeout=90)
     bus.reply("rsj", "sign", reply_body(lead))
-    bus.dept_message("rsj", "reply_result", reg_no)
+    bus.dept_message("rsj", "reply_result", reg_no, timeout=90)
 
     def respond() -> None:
         # After a reopen, dispatch lets the lead respond again once it has the event.
@@ -57,7 +57,7 @@ def test_unsatisfied_followup_reopens_until_a_satisfied_one_closes(bus, urls, to
         while True:
             bus.reply("rsj", "respond", reply_body(lead, outcome="explained", reply="已对接",
                                                    contacted_at="2026-11-27T10:00:00+08:00"))
-            result = bus.dept_message("rsj", "reply_result", reg_no)
+            result = bus.dept_message("rsj", "reply_result", reg_no, timeout=90)
             if result["status"] == "accepted":
                 return
             assert time.monotonic() < deadline, result
@@ -79,7 +79,7 @@ def test_unsatisfied_followup_reopens_until_a_satisfied_one_closes(bus, urls, to
     first = followup("unsatisfied")
     assert first.status_code == 201, first.text
     assert first.json()["state"] == "reopened"
-    order = bus.dept_message("rsj", "key_supervision_order", reg_no)
+    order = bus.dept_message("rsj", "key_supervision_order", reg_no, timeout=90)
     assert order["reasons"] == "仍未解决" and order["respond_by"]
     respond()
     assert followup("satisfied").json()["state"] == "closed"

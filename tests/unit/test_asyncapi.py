@@ -714,7 +714,7 @@ def test_class_problem_rules_are_stated_as_in_the_code() -> None:
     import os
     import warnings
 
-    from services.supervision.class_problem_usecases import ACTIVE_STATES, ConfirmSchema
+    from services.supervision.class_problem_usecases import HOLDING_STATES, ConfirmSchema
     from services.supervision.class_problems import ClusterSettings
 
     with warnings.catch_warnings():
@@ -732,8 +732,8 @@ def test_class_problem_rules_are_stated_as_in_the_code() -> None:
             in described
     assert "POST /class-problems/detection" in described
     states = SCHEMAS["ClassProblemState"]["enum"]
-    assert set(ACTIVE_STATES) < set(states) and set(states) - set(ACTIVE_STATES) == {
-        "closed", "dismissed"}
+    assert set(HOLDING_STATES) < set(states) and set(states) - set(HOLDING_STATES) == {
+        "dismissed"}
     view, required = merged(SCHEMAS["ClassProblemView"])
     assert required == set(view)
     assert view["units"]["maxItems"] == next(

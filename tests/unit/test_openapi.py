@@ -629,12 +629,12 @@ def test_integer_fractions_are_refused_though_json_schema_counts_them(spec):
 def test_class_problems_are_supervision_s(spec):
     """类题破解: the response is the class as the use cases show it, its states are the
     code's and the clock the confirmation opens is listed under the class id."""
-    from services.supervision.class_problem_usecases import ACTIVE_STATES
+    from services.supervision.class_problem_usecases import HOLDING_STATES
 
     schemas = spec["components"]["schemas"]
     states = schemas["ClassProblemState"]["enum"]
-    assert set(ACTIVE_STATES) < set(states)
-    assert set(states) - set(ACTIVE_STATES) == {"closed", "dismissed"}
+    assert set(HOLDING_STATES) < set(states)
+    assert set(states) - set(HOLDING_STATES) == {"dismissed"}
     problem = schemas["ClassProblem"]
     assert set(problem["required"]) == set(problem["properties"]) == {
         "class_id", "state", "industry_chain", "category", "keywords", "score", "reg_nos",
