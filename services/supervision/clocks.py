@@ -52,11 +52,6 @@ def _open(uow: UnitOfWork, appeal_id: str, dept: str, assignment_id: str, kind: 
         clock.reminder_at = clock.notice_at = clock.order_at = None
 
 
-def reopen_clock(uow: UnitOfWork, clock: Clock, due_at: datetime) -> None:
-    _open(uow, clock.appeal_id, clock.dept_code, clock.assignment_id, clock.kind, due_at,
-          clock.reg_no)
-
-
 def cancel_clocks(uow: UnitOfWork, appeal_id: str) -> None:
     """The appeal is closed: nobody is chased about it any more."""
     _set_state(uow, Clock.appeal_id == appeal_id, "cancelled", uow.now)

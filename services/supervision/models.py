@@ -22,6 +22,7 @@ class SupervisedAppeal(Base):
     state: Mapped[str] = mapped_column(String(24), index=True)
     state_at: Mapped[datetime] = mapped_column(UtcDateTime)
     lead_dept: Mapped[str | None] = mapped_column(String(48))
+    lead_assignment_id: Mapped[str | None] = mapped_column(String(36))
     respond_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
     responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     outcome: Mapped[str | None] = mapped_column(String(24))

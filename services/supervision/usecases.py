@@ -16,8 +16,8 @@ from appeals_common.lifecycle import IllegalTransition, next_appeal_state, proje
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
 from appeals_common.schemas import FollowupSchema, UnreachableClosureSchema
-from services.supervision.clocks import apply_to_clocks, cancel_clocks, reopen_clock
-from services.supervision.models import Clock, Followup, SupervisedAppeal
+from services.supervision.clocks import apply_to_clocks, cancel_clocks, open_clock
+from services.supervision.models import Followup, SupervisedAppeal
 
 EVENTS_CONSUMER = "supervision.events"
 FOLLOWUP_WORKING_DAYS = 2
@@ -51,9 +51,12 @@ def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, delivery: Deliv
 def _apply(appeal: SupervisedAppeal, event: Event, calendar: WorkingCalendar) -> None:
     data = event.data
     if event.event_type == "appeal.dispatched":
-        appeal.lead_dept = data["units"]["lead"]
-        appeal.respond_by = datetime.fromisoformat(data["assignments"][0]["respond_by"])
+        lead = next(a for a in data["assignments"] if a["role"] == "lead")
+        appeal.lead_dept, appeal.lead_assignment_id = lead["dept_code"], lead["assignment_id"]
+        appeal.respond_by = datetime.fromisoformat(lead["respond_by"])
     elif event.event_type == "appeal.responded":
+        # The unit that responded is the lead, whichever of the events came first.
+        appeal.lead_dept, appeal.lead_assignment_id = data["dept_code"], data["assignment_id"]
         appeal.responded_at = event.occurred_at
         appeal.outcome = data.get("outcome")
         appeal.followup_by = calendar.add_working_days(event.occurred_at,
@@ -138,19 +141,16 @@ def close_unreachable(runtime: ServiceRuntime, reg_no: str, payload: Any, actor:
 def _issue_key_order(uow: UnitOfWork, calendar: WorkingCalendar, appeal: SupervisedAppeal,
                      followup: dict[str, Any], actor: str) -> None:
     """不满意: a key supervision order to the lead unit with a new deadline, and 重办."""
-    # The current lead: its respond clock is the newest one not taken back.
-    lead = uow.session.scalars(select(Clock).where(
-        Clock.appeal_id == appeal.id, Clock.kind == "respond", Clock.state != "cancelled")
-        .order_by(Clock.due_at.desc())).first()
     due = calendar.add_working_days(uow.now, REOPEN_WORKING_DAYS).at
-    order_no = f"ZD-{appeal.reg_no}-{lead.dept_code if lead else 'bureau'}-{uow.now:%Y%m%d%H%M%S}"
+    order_no = f"ZD-{appeal.reg_no}-{appeal.lead_dept}-{uow.now:%Y%m%d%H%M%S}"
     body = {"order_no": order_no, "reasons": followup["comments"] or followup["grade"],
             "grade": followup["grade"], "respond_by": due.isoformat(),
             "feedback_required": True}
-    if lead is not None:
-        send_to_department(uow, lead.dept_code, "key_supervision_order", appeal.reg_no,
-                           lead.assignment_id, body)
-        reopen_clock(uow, lead, due)
+    send_to_department(uow, appeal.lead_dept, "key_supervision_order", appeal.reg_no,
+                       appeal.lead_assignment_id, body)
+    open_clock(uow, appeal_id=appeal.id, dept=appeal.lead_dept,
+               duty_id=appeal.lead_assignment_id, kind="respond", due_at=due,
+               reg_no=appeal.reg_no)
     uow.emit("supervision_order.issued", {"reg_no": appeal.reg_no, "actor": actor,
                                           "dept_code": appeal.lead_dept, **body},
              appeal_id=appeal.id)

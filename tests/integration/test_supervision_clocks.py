@@ -99,7 +99,8 @@ def test_a_met_deadline_stops_the_notices(sup):
     run_days(sup, at("2026-11-27", 0), days=3)  # reminder for the sign deadline only
     assert [m["deadline"] for m in sup.sent()] == ["sign"]
     sup.deliver("assignment.signed", appeal_id, {"assignment_id": assignment_id, "role": "lead"})
-    sup.deliver("appeal.responded", appeal_id, {"assignment_id": assignment_id, "outcome": "solved"})
+    sup.deliver("appeal.responded", appeal_id, {"assignment_id": assignment_id, "dept_code": "zjj",
+                                                "outcome": "solved"})
     run_days(sup, at("2026-11-30", 0), days=20)
     assert [m["deadline"] for m in sup.sent()] == ["sign"]
 
@@ -152,7 +153,7 @@ def test_unsatisfied_followup_key_order_message(sup):
     appeal_id, assignment_id, reg_no = sup.appeal(respond_by=at("2026-12-04", 23),
                                                   sign_by=at("2026-11-30", 23))
     sup.deliver("assignment.signed", appeal_id, {"assignment_id": assignment_id, "role": "lead"})
-    sup.deliver("appeal.responded", appeal_id, {"assignment_id": assignment_id,
+    sup.deliver("appeal.responded", appeal_id, {"assignment_id": assignment_id, "dept_code": "zjj",
                                                 "outcome": "explained"})
     result = usecases.record_followup(sup.runtime, CAL, reg_no, {
         "grade": "unsatisfied", "resolved": False, "comments": "问题未解决"}, "alice")
@@ -177,7 +178,7 @@ def test_unreachable_enterprise_closed_only_after_three_attempts(sup):
         usecases.close_unreachable(sup.runtime, reg_no, {"contact_attempts": 3,
                                                          "reason": "电话无人接听"}, "a")
     sup.deliver("assignment.signed", appeal_id, {"assignment_id": assignment_id, "role": "lead"})
-    sup.deliver("appeal.responded", appeal_id, {"assignment_id": assignment_id,
+    sup.deliver("appeal.responded", appeal_id, {"assignment_id": assignment_id, "dept_code": "zjj",
                                                 "outcome": "solved"})
     with pytest.raises(ValidationError, match="at least 3"):
         usecases.close_unreachable(sup.runtime, reg_no, {"contact_attempts": 2,
@@ -200,3 +201,15 @@ def test_on_the_spot_answer_followed_up_unsatisfied_is_reopened_for_dispatch(sup
         "grade": "very_unsatisfied", "resolved": False}, "alice")
     assert result["state"] == "reopened"
     assert not [m for m in sup.sent() if m["kind"] == "key_supervision_order"], "no unit yet"
+
+
+def test_key_order_reaches_the_lead_even_when_dispatch_news_arrives_late(sup):
+    """Events race: supervision may hear of the response before the dispatch."""
+    appeal_id, reg_no, assignment_id = str(uuid.uuid4()), "WH-2026-990003", str(uuid.uuid4())
+    sup.deliver("appeal.registered", appeal_id, {"reg_no": reg_no}, "intake")
+    sup.deliver("appeal.responded", appeal_id, {"assignment_id": assignment_id,
+                                                "dept_code": "rsj", "outcome": "explained"})
+    usecases.record_followup(sup.runtime, CAL, reg_no, {
+        "grade": "unsatisfied", "resolved": False, "comments": "没解决"}, "alice")
+    (order,) = [m for m in sup.sent() if m["kind"] == "key_supervision_order"]
+    assert (order["dept_code"], order["assignment_id"]) == ("rsj", assignment_id)
