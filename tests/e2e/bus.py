@@ -12,6 +12,18 @@ from typing import Any
 import pika
 
 
+def poll(fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Call `fn` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(interval)
+
+
 def appeal_body(source: str = "hotline_12345", **overrides: Any) -> dict[str, Any]:
     body = {
         "schema_version": 1, "source_system": source, "external_id": str(uuid.uuid4()),

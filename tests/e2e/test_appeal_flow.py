@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 
 import pytest
 import requests
 
-from tests.e2e.bus import Bus, appeal_body, reply_body
+from tests.e2e.bus import Bus, appeal_body, poll, reply_body
 
 
 @pytest.fixture
@@ -24,15 +23,6 @@ def auth(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-def poll(fn, timeout: float = 20.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(interval)
 
 
 def test_full_cycle_from_publish_to_close(bus, urls, token):

@@ -27,22 +27,13 @@ import requests
 
 from department_client.adapter import Adapter, EndpointForwarder, reply_message_id
 from department_client.client import DepartmentClient
-from tests.e2e.bus import Bus, appeal_body
+from tests.e2e.bus import Bus, appeal_body, poll
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def poll(fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(interval)
 
 
 def take(amqp_uri: str, queue: str, match: Callable[[dict], bool], timeout: float = 30.0) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from tests.e2e.bus import Bus, reply_body
+from tests.e2e.bus import Bus, poll, reply_body
 
 pytestmark = pytest.mark.e2e
 
@@ -127,15 +126,6 @@ def api(spec, urls, token) -> Api:
     return Api(spec, urls, token)
 
 
-def poll(fn, timeout: float = 20.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(interval)
 
 
 def appeal(tag: str, **overrides: Any) -> dict[str, Any]:
