@@ -264,11 +264,6 @@ class Store:
                 .where(self.outbox.c.published_at.is_(None))
             ).scalar_one()
 
-    def purge_published(self, older_than: timedelta) -> int:
-        with self.engine.begin() as conn:
-            return conn.execute(
-                self.outbox.delete().where(self.outbox.c.published_at < utcnow() - older_than)
-            ).rowcount
 
     def dispose(self) -> None:
         self.engine.dispose()

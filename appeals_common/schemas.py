@@ -5,7 +5,6 @@ The same schemas validate HTTP, RPC and bus input, so a rule is written once.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 
 import phonenumbers
@@ -333,16 +332,3 @@ def errors_by_field(err: ValidationError) -> dict[str, list[str]]:
     return flat
 
 
-_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-
-
-def has_control_chars(text: str) -> bool:
-    return bool(_CTRL.search(text))
-
-
-__all__ = [
-    "SCHEMA_VERSION", "MAX_BODY_BYTES", "InboundAppealSchema", "StaffAppealSchema",
-    "ReceiptSchema", "AssignmentMessageSchema", "ReplyResultMessageSchema", "REPLY_SCHEMAS",
-    "FollowupSchema", "errors_by_field", "validate_uscc", "validate_cn_phone",
-    "FOLLOWUP_GRADES", "RESPONSE_OUTCOMES", "validates_schema",
-]

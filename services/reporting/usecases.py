@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -115,9 +114,3 @@ def metric_snapshot(runtime: ServiceRuntime) -> dict[str, Any]:
             .group_by(AppealFact.state)).all()
     return {"registered_by_channel": dict(by_channel), "open_by_state": dict(open_by_state)}
 
-
-def events_for(runtime: ServiceRuntime, appeal_id: str) -> list[dict]:
-    with runtime.store.read() as session:
-        rows = session.scalars(select(ArchivedEvent).where(ArchivedEvent.appeal_id == appeal_id)
-                               .order_by(ArchivedEvent.occurred_at)).all()
-        return [json.loads(r.body) for r in rows]
