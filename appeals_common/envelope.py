@@ -35,6 +35,7 @@ EVENT_TYPES: dict[str, str] = {
     "appeal.overdue": "a deadline passed",
     "appeal.supervised": "a supervision notice was sent (督办)",
     "supervision_order.issued": "a key supervision order was issued (重点督办单)",
+    "supervision_order.answered": "the unit gave its written feedback on a key supervision order",
     "followup.recorded": "the bureau recorded a follow-up with the enterprise (回访)",
     "appeal.reopened": "an unsatisfied appeal is handled again (重办)",
     "appeal.closed": "the appeal is closed out (销号)",
@@ -44,6 +45,10 @@ EVENT_TYPES: dict[str, str] = {
     "class_problem.closed": "the class is closed out, with whether to promote its measures",
     "class_problem.dismissed": "the bureau did not take up a suggested class",
     "class_problem.annotated": "a linked appeal is annotated with its class's outcome",
+    "walkthrough.recorded": "staff walked a service process (我陪群众走流程) and listed findings",
+    "walkthrough_item.closed": "a problem/demand/optimization list item was closed out (销号)",
+    "activity.plan_submitted": "a chain patrol's lead unit filed its plan (活动方案)",
+    "activity.report_submitted": "a chain patrol's report with its 附件3 service item list",
 }
 
 

@@ -43,7 +43,8 @@ RESPONSE_OUTCOMES: dict[str, str] = {
     "not_solvable": "现行政策下无法解决",
 }
 
-REPLY_ACTIONS = ("sign", "return", "extend", "respond")
+# `feedback` is the lead unit's written answer to a key supervision order (书面反馈).
+REPLY_ACTIONS = ("sign", "return", "extend", "respond", "feedback")
 
 ROLES = ("bureau_admin", "bureau_staff", "department", "viewer")
 
@@ -54,4 +55,33 @@ RETURN_REASONS: dict[str, str] = {
     "insufficient_info": "诉求信息不全，无法办理",
     "duplicate": "重复诉求",
     "other": "其他",
+}
+
+# 我陪群众走流程: the 四变 ways of walking a service process ...
+WALKTHROUGH_MODES: dict[str, str] = {
+    "in_person": "亲自办",
+    "accompanied": "陪同办",
+    "cross_region": "跨域办",
+    "supervised": "督导办",
+}
+# ... scored on the 五看 standards (1 worst .. 5 best) ...
+FIVE_CHECKS: dict[str, str] = {
+    "accuracy": "事项准不准",
+    "smoothness": "流程通不通",
+    "proofs": "证明奇不奇",
+    "experience": "体验优不优",
+    "conduct": "作风实不实",
+}
+# ... and what is found goes on one of three lists, each item closed out (销号) on its own.
+WALKTHROUGH_LISTS: dict[str, str] = {
+    "problem": "问题清单",
+    "demand": "需求清单",
+    "optimization": "优化清单",
+}
+
+# 附件3 巡诊服务事项清单: how far each service item got.
+SERVICE_ITEM_STATUSES: dict[str, str] = {
+    "done": "已办结",
+    "in_progress": "办理中",
+    "pending": "未办理",
 }

@@ -23,10 +23,14 @@ from stdnum.cn import uscc as uscc_number
 from appeals_common.reference import (
     ACTIVITY_KINDS,
     CHANNELS,
+    FIVE_CHECKS,
     FOLLOWUP_GRADES,
     RESPONSE_OUTCOMES,
     RETURN_REASONS,
+    SERVICE_ITEM_STATUSES,
     URGENCIES,
+    WALKTHROUGH_LISTS,
+    WALKTHROUGH_MODES,
 )
 
 SCHEMA_VERSION = 1
@@ -262,11 +266,19 @@ class ExtendReplySchema(ReplyBaseSchema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
 
 
+class FeedbackReplySchema(ReplyBaseSchema):
+    """书面反馈: the lead unit's written answer to a key supervision order."""
+
+    order_no = fields.String(required=True, validate=validate.Length(min=1, max=80))
+    feedback = fields.String(required=True, validate=validate.Length(min=1, max=CONTENT_MAX))
+
+
 REPLY_SCHEMAS: dict[str, type[ReplyBaseSchema]] = {
     "sign": SignReplySchema,
     "respond": RespondReplySchema,
     "return": ReturnReplySchema,
     "extend": ExtendReplySchema,
+    "feedback": FeedbackReplySchema,
 }
 
 
@@ -310,6 +322,72 @@ class UnreachableClosureSchema(StrictSchema):
         min=3, max=50,
         error="close without a follow-up only after at least {min} contact attempts"))
     reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+# --- 我陪群众走流程 and activity reports, taken by supervision over HTTP/RPC --------------
+
+class WalkthroughFindingSchema(StrictSchema):
+    list = fields.String(required=True, validate=validate.OneOf(list(WALKTHROUGH_LISTS)))
+    description = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    owner = fields.String(required=True, validate=validate.Regexp(CODE_RE))
+    due_at = AwareDateTime(required=True)
+
+
+class WalkthroughSchema(StrictSchema):
+    service_item = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    mode = fields.String(required=True, validate=validate.OneOf(list(WALKTHROUGH_MODES)))
+    lead_unit = fields.String(required=True, validate=validate.Regexp(CODE_RE))
+    walked_on = fields.Date(required=True)
+    scores = fields.Dict(keys=fields.String(validate=validate.OneOf(list(FIVE_CHECKS))),
+                         values=fields.Integer(strict=True, validate=validate.Range(min=1, max=5)),
+                         required=True)
+    summary = fields.String(load_default="", validate=validate.Length(max=CONTENT_MAX))
+    findings = fields.List(fields.Nested(WalkthroughFindingSchema), load_default=list,
+                           validate=validate.Length(max=100))
+
+    @validates_schema
+    def _all_five_checks(self, data: dict, **_: object) -> None:
+        missing = [k for k in FIVE_CHECKS if k not in data.get("scores", {})]
+        if missing:
+            raise ValidationError(f"score every 五看 standard; missing {', '.join(missing)}",
+                                  "scores")
+
+
+class ItemClosureSchema(StrictSchema):
+    """销号 of one list item: what was done."""
+
+    resolution = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+class PatrolPlanSchema(StrictSchema):
+    summary = fields.String(required=True, validate=validate.Length(min=1, max=CONTENT_MAX))
+
+
+class ServiceItemSchema(StrictSchema):
+    """One row of 附件3 (巡诊服务事项清单)."""
+
+    enterprise_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    contact_name = fields.String(load_default="", validate=validate.Length(max=50))
+    contact_phone = fields.String(load_default=None, validate=validate_cn_phone)
+    item = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    responsible_unit = fields.String(required=True, validate=validate.Regexp(CODE_RE))
+    status = fields.String(required=True, validate=validate.OneOf(list(SERVICE_ITEM_STATUSES)))
+    reg_no = fields.String(load_default=None, validate=validate.Length(max=32))
+    remarks = fields.String(load_default="", validate=validate.Length(max=1000))
+
+
+class PatrolReportSchema(StrictSchema):
+    """链式巡诊开展情况报告: policies delivered, enterprises served, class problems, 附件3."""
+
+    policies_delivered = fields.Integer(required=True, strict=True,
+                                        validate=validate.Range(min=0, max=100_000))
+    enterprises_served = fields.Integer(required=True, strict=True,
+                                        validate=validate.Range(min=0, max=100_000))
+    class_problems = fields.List(fields.String(validate=validate.Length(min=1, max=500)),
+                                 load_default=list, validate=validate.Length(max=100))
+    summary = fields.String(required=True, validate=validate.Length(min=1, max=CONTENT_MAX))
+    service_items = fields.List(fields.Nested(ServiceItemSchema), load_default=list,
+                                validate=validate.Length(max=500))
 
 
 def errors_by_field(err: ValidationError) -> dict[str, list[str]]:

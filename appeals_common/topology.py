@@ -55,6 +55,8 @@ SERVICE_QUEUES: dict[str, list[tuple[str, str]]] = {
         (EVENTS_EXCHANGE, "appeal.reopened"),
         (EVENTS_EXCHANGE, "appeal.withdrawn"),
         (EVENTS_EXCHANGE, "appeal.closed"),
+        # Key supervision orders, so a unit's written feedback can be checked against them.
+        (EVENTS_EXCHANGE, "supervision_order.issued"),
     ],
     "dispatch.replies": [(REPLIES_EXCHANGE, "dept.*.*")],
     "supervision.events": [(EVENTS_EXCHANGE, "#")],

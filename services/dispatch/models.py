@@ -77,4 +77,20 @@ class Extension(Base):
     decision_reason: Mapped[str | None] = mapped_column(Text)
 
 
+class KeyOrder(Base):
+    """《重点督办单》 issued to a unit about one of its assignments, and its written feedback."""
+
+    __tablename__ = "key_orders"
+
+    order_no: Mapped[str] = mapped_column(String(80), primary_key=True)
+    appeal_id: Mapped[str] = mapped_column(String(36), index=True)
+    reg_no: Mapped[str] = mapped_column(String(32))
+    assignment_id: Mapped[str] = mapped_column(String(36), index=True)
+    dept_code: Mapped[str] = mapped_column(String(48))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    feedback_by: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    feedback: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 OUTBOX, INBOX = reliability_tables(Base.metadata)

@@ -25,7 +25,7 @@ from appeals_common.lifecycle import (
 )
 from appeals_common.nameko_ext import Delivery, ServiceRuntime, Unprocessable
 from appeals_common.schemas import REPLY_SCHEMAS, errors_by_field
-from services.dispatch.models import Assignment, DispatchAppeal, Extension
+from services.dispatch.models import Assignment, DispatchAppeal, Extension, KeyOrder
 from services.dispatch.routing import Router, RoutingDecision
 
 log = logging.getLogger("appeals.dispatch")
@@ -63,6 +63,8 @@ def on_event(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
             appeal.industry_chain = event.data["industry_chain"]
         elif event.event_type == "appeal.withdrawn":
             _withdraw(uow, event)
+        elif event.event_type == "supervision_order.issued":
+            _record_key_order(uow, event)
         elif event.event_type in ("appeal.resolved_on_spot", "appeal.closed"):
             # Kept so that no override can dispatch an appeal that is already answered.
             appeal = uow.session.get(DispatchAppeal, event.appeal_id)
@@ -172,6 +174,20 @@ def _reopen(uow: UnitOfWork, ctx: DispatchContext, event: Event) -> None:
     elif not uow.session.scalars(select(Assignment.id).where(
             Assignment.appeal_id == appeal.id)).first():
         dispatch(uow, ctx, appeal, correlation_id=event.correlation_id)
+
+
+def _record_key_order(uow: UnitOfWork, event: Event) -> None:
+    """Remember the order so the unit's `feedback` reply can be matched to it. Orders about
+    a class problem (no assignment here) are answered outside the appeal flow."""
+    data = event.data
+    if not event.appeal_id or uow.session.get(Assignment, data.get("assignment_id")) is None:
+        return
+    if uow.session.get(KeyOrder, data["order_no"]) is None:
+        uow.session.add(KeyOrder(
+            order_no=data["order_no"], appeal_id=event.appeal_id, reg_no=data["reg_no"],
+            assignment_id=data["assignment_id"], dept_code=data["dept_code"],
+            issued_at=event.occurred_at,
+            feedback_by=data.get("feedback_by") and datetime.fromisoformat(data["feedback_by"])))
 
 
 def _withdraw(uow: UnitOfWork, event: Event) -> None:
@@ -336,8 +352,33 @@ def _apply_reply(uow: UnitOfWork, a: Assignment, action: str, body: dict[str, An
                 "dept_code": a.dept_code, "requested_until": body["requested_until"].isoformat(),
                 "reason": body["reason"], "actor": f"dept:{a.dept_code}"},
                 appeal_id=a.appeal_id, correlation_id=reply_message_id)
+        elif action == "feedback":
+            _answer_key_order(uow, a, body, reply_message_id)
     except IllegalTransition as exc:
         raise ReplyRefused({"action": [str(exc)]}) from None
+
+
+def _answer_key_order(uow: UnitOfWork, a: Assignment, body: dict[str, Any],
+                      reply_message_id: str | None) -> None:
+    order = uow.session.get(KeyOrder, body["order_no"], with_for_update=True)
+    if order is None:
+        if body["order_no"].startswith(f"ZD-{a.reg_no}-{a.dept_code}-"):
+            # The order's event may still be on its way here (the unit got the order
+            # straight from supervision): try the reply again shortly instead of refusing.
+            raise LookupError(f"key supervision order {body['order_no']} not known yet")
+        raise ReplyRefused({"order_no": ["no such key supervision order for this assignment"]})
+    if order.assignment_id != a.id:
+        raise ReplyRefused({"order_no": ["no such key supervision order for this assignment"]})
+    if order.answered_at is not None:
+        raise ReplyRefused({"order_no": [
+            f"already answered at {order.answered_at.isoformat()}"]})
+    order.feedback, order.answered_at = body["feedback"], uow.now
+    uow.emit("supervision_order.answered", {
+        "reg_no": a.reg_no, "order_no": order.order_no, "assignment_id": a.id,
+        "dept_code": a.dept_code, "feedback": body["feedback"],
+        "answered_at": uow.now.isoformat(),
+        "on_time": order.feedback_by is None or uow.now <= order.feedback_by,
+        "actor": f"dept:{a.dept_code}"}, appeal_id=a.appeal_id, correlation_id=reply_message_id)
 
 
 def list_assignments(runtime: ServiceRuntime, dept_code: str | None = None,

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from appeals_common.activity_schedule import PATROL_REMINDER_WORKING_DAYS
 from appeals_common.calendar import WorkingCalendar
 from appeals_common.db import UnitOfWork
 from appeals_common.department_messages import send_to_department
@@ -25,9 +26,19 @@ from services.supervision.escalation import (
     notices_due,
     working_days_overdue,
 )
-from services.supervision.models import Clock
+from services.supervision.models import Clock, KeyOrder
 
 SENT_COLUMN = {REMINDER: "reminder_at", NOTICE: "notice_at", ORDER: "order_at"}
+# What a clock can time: an assignment's sign/respond, a confirmed class problem, a key
+# order's written feedback, a patrol's plan and report, a walkthrough list item.
+APPEAL_KINDS = frozenset({"sign", "respond", "feedback"})
+CLOCK_KINDS = APPEAL_KINDS | {"class", "plan", "report", "patrol", "item"}
+# Most duties are reminded the working day before; a chain's yearly patrol a month ahead.
+REMIND_WORKING_DAYS = {"patrol": PATROL_REMINDER_WORKING_DAYS}
+# Only a unit's work on an appeal or a class escalates to a key supervision order; the
+# other duties are reminded and chased (督办) without one.
+ORDER_KINDS = frozenset({"sign", "respond", "class"})
+KEY_ORDER_FEEDBACK_WORKING_DAYS = 5
 EVENT_FOR = {REMINDER: "appeal.reminded", NOTICE: "appeal.supervised",
              ORDER: "supervision_order.issued"}
 
@@ -35,7 +46,7 @@ EVENT_FOR = {REMINDER: "appeal.reminded", NOTICE: "appeal.supervised",
 def open_clock(uow: UnitOfWork, *, appeal_id: str, dept: str, duty_id: str, kind: str,
                due_at: datetime, reg_no: str) -> None:
     """Start (or restart with a new deadline) the clock of one duty: an assignment's sign
-    or respond, or a confirmed class problem's deadline (duty_id = the class id)."""
+    or respond, or another duty of CLOCK_KINDS (duty_id = that thing's id)."""
     _open(uow, appeal_id, dept, duty_id, kind, due_at, reg_no)
 
 
@@ -52,9 +63,25 @@ def _open(uow: UnitOfWork, appeal_id: str, dept: str, assignment_id: str, kind: 
         clock.reminder_at = clock.notice_at = clock.order_at = None
 
 
+def record_key_order(uow: UnitOfWork, *, order_no: str, appeal_id: str | None, reg_no: str,
+                     duty_id: str, dept: str, cause: str, feedback_by: datetime) -> None:
+    """Keep the order and time the unit's written feedback (reminded, then chased)."""
+    uow.session.add(KeyOrder(order_no=order_no, appeal_id=appeal_id, reg_no=reg_no,
+                             assignment_id=duty_id, dept_code=dept, cause=cause,
+                             issued_at=uow.now, feedback_by=feedback_by))
+    _open(uow, appeal_id or reg_no, dept, order_no, "feedback", feedback_by, reg_no)
+
+
+def settle_clock(uow: UnitOfWork, duty_id: str, kind: str, state: str = "met") -> None:
+    """A duty done (met) or no longer owed (cancelled)."""
+    _set_state(uow, Clock.id == f"{duty_id}:{kind}", state, uow.now)
+
+
 def cancel_clocks(uow: UnitOfWork, appeal_id: str) -> None:
-    """The appeal is closed: nobody is chased about it any more."""
-    _set_state(uow, Clock.appeal_id == appeal_id, "cancelled", uow.now)
+    """The appeal is closed: nobody is chased about it any more, except for written
+    feedback still owed on a key supervision order."""
+    _set_state(uow, (Clock.appeal_id == appeal_id) & (Clock.kind != "feedback"), "cancelled",
+               uow.now)
 
 
 def _set_state(uow: UnitOfWork, where: Any, state: str, at: datetime) -> None:
@@ -74,6 +101,8 @@ def apply_to_clocks(uow: UnitOfWork, event: Event) -> None:
                       datetime.fromisoformat(a["respond_by"]), data["reg_no"])
     elif t == "assignment.signed":
         _set_state(uow, Clock.id == f"{data['assignment_id']}:sign", "met", event.occurred_at)
+    elif t == "supervision_order.answered":
+        _set_state(uow, Clock.id == f"{data['order_no']}:feedback", "met", event.occurred_at)
     elif t == "appeal.responded":
         _set_state(uow, Clock.id == f"{data['assignment_id']}:respond", "met", event.occurred_at)
     elif t == "extension.decided" and data.get("approved"):
@@ -85,7 +114,9 @@ def apply_to_clocks(uow: UnitOfWork, event: Event) -> None:
             (t == "assignment.reassigned" or data.get("accepted")):
         _set_state(uow, Clock.assignment_id == data["assignment_id"], "cancelled",
                    event.occurred_at)
-    elif t in ("appeal.withdrawn", "appeal.closed"):
+    elif t == "appeal.closed":
+        cancel_clocks(uow, event.appeal_id)
+    elif t == "appeal.withdrawn":
         _set_state(uow, Clock.appeal_id == event.appeal_id, "cancelled", event.occurred_at)
 
 
@@ -95,8 +126,9 @@ def scan(runtime: ServiceRuntime, calendar: WorkingCalendar, hours: WorkingHours
     now = runtime.now()
     if not in_working_hours(now, calendar, hours):
         return 0
-    # A reminder can fall due up to a few calendar days ahead (weekends, holidays).
-    horizon = now + timedelta(days=15)
+    # A reminder can fall due ahead of its deadline by a few calendar days (weekends,
+    # holidays), or by a month and more for a chain's yearly patrol.
+    horizon = now + timedelta(days=60)
     sent, after = 0, ""
     while True:
         with runtime.unit_of_work() as uow:
@@ -107,7 +139,10 @@ def scan(runtime: ServiceRuntime, calendar: WorkingCalendar, hours: WorkingHours
             for clock in clocks:
                 already = frozenset(k for k, col in SENT_COLUMN.items()
                                     if getattr(clock, col) is not None)
-                for kind in notices_due(clock.due_at, already, now, calendar, hours):
+                if clock.kind not in ORDER_KINDS:
+                    already |= {ORDER}
+                for kind in notices_due(clock.due_at, already, now, calendar, hours,
+                                        REMIND_WORKING_DAYS.get(clock.kind, 1)):
                     _notify(uow, clock, kind, now, calendar)
                     sent += 1
         if len(clocks) < batch:
@@ -121,12 +156,18 @@ def _notify(uow: UnitOfWork, clock: Clock, kind: str, now: datetime,
     overdue = working_days_overdue(clock.due_at, now, calendar)
     body = {"deadline": clock.kind, "due_at": clock.due_at.isoformat(),
             "working_days_overdue": overdue}
+    # A class problem's, activity's or list item's clock is about no single appeal (its
+    # reg_no is that thing's id).
+    appeal_id = clock.appeal_id if clock.kind in APPEAL_KINDS else None
     if kind == ORDER:
-        body["order_no"] = f"ZD-{clock.reg_no}-{clock.dept_code}-{clock.kind}-{now:%Y%m%d%H%M}"
-        body["feedback_required"] = True
+        feedback_by = calendar.add_working_days(now, KEY_ORDER_FEEDBACK_WORKING_DAYS).at
+        body.update(order_no=f"ZD-{clock.reg_no}-{clock.dept_code}-{clock.kind}-{now:%Y%m%d%H%M}",
+                    feedback_required=True, feedback_by=feedback_by.isoformat())
+        record_key_order(uow, order_no=body["order_no"], appeal_id=appeal_id,
+                         reg_no=clock.reg_no, duty_id=clock.assignment_id,
+                         dept=clock.dept_code, cause=f"overdue_{clock.kind}",
+                         feedback_by=feedback_by)
     send_to_department(uow, clock.dept_code, kind, clock.reg_no, clock.assignment_id, body)
-    # A class problem's clock is about no single appeal (its reg_no is the class id).
-    appeal_id = None if clock.kind == "class" else clock.appeal_id
     if kind == NOTICE:
         uow.emit("appeal.overdue", {"reg_no": clock.reg_no, "assignment_id": clock.assignment_id,
                                     "dept_code": clock.dept_code, "deadline": clock.kind,

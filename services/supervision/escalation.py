@@ -45,15 +45,20 @@ def in_working_hours(now: datetime, calendar: WorkingCalendar, hours: WorkingHou
 
 
 def notices_due(due_at: datetime, sent: frozenset[str], now: datetime,
-                calendar: WorkingCalendar, hours: WorkingHours) -> list[str]:
-    """The notices to send now for a deadline not yet met, given those already sent."""
+                calendar: WorkingCalendar, hours: WorkingHours,
+                remind_working_days: int = 1) -> list[str]:
+    """The notices to send now for a deadline not yet met, given those already sent.
+    The reminder goes out from ``remind_working_days`` working days before the deadline."""
     if not in_working_hours(now, calendar, hours):
         return []
     today = calendar.local_date(now)
     due_day = calendar.local_date(due_at)
     due: list[str] = []
     if now <= due_at:
-        if REMINDER not in sent and today >= calendar.previous_working_day(due_day):
+        remind_from = due_day
+        for _ in range(remind_working_days):
+            remind_from = calendar.previous_working_day(remind_from)
+        if REMINDER not in sent and today >= remind_from:
             due.append(REMINDER)
         return due
     if NOTICE not in sent and today >= calendar.next_working_day(due_day):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, Integer, MetaData, String, Text
+from sqlalchemy import Boolean, Date, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from appeals_common.db import UtcDateTime, reliability_tables
@@ -86,18 +86,90 @@ class Clock(Base):
 
     __tablename__ = "clocks"
 
-    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # assignment id + kind
-    appeal_id: Mapped[str] = mapped_column(String(36), index=True)
-    reg_no: Mapped[str] = mapped_column(String(32))
-    assignment_id: Mapped[str] = mapped_column(String(36), index=True)
+    # duty id + kind; a duty is an assignment, or a class problem, activity, list item or
+    # key order (then appeal_id and reg_no hold that thing's id).
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    appeal_id: Mapped[str] = mapped_column(String(80), index=True)
+    reg_no: Mapped[str] = mapped_column(String(80))
+    assignment_id: Mapped[str] = mapped_column(String(80), index=True)
     dept_code: Mapped[str] = mapped_column(String(48))
-    kind: Mapped[str] = mapped_column(String(16))  # sign / respond
+    kind: Mapped[str] = mapped_column(String(16))  # see clocks.CLOCK_KINDS
     due_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)  # open / met / cancelled
     met_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     reminder_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     notice_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     order_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class KeyOrder(Base):
+    """《重点督办单》: issued after an unsatisfied follow-up or 5 working days overdue;
+    the unit owes written feedback (a `feedback` reply) by feedback_by."""
+
+    __tablename__ = "key_orders"
+
+    order_no: Mapped[str] = mapped_column(String(80), primary_key=True)
+    appeal_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    reg_no: Mapped[str] = mapped_column(String(48))
+    assignment_id: Mapped[str] = mapped_column(String(48))
+    dept_code: Mapped[str] = mapped_column(String(48), index=True)
+    cause: Mapped[str] = mapped_column(String(24))  # unsatisfied_followup / overdue_<deadline>
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    feedback_by: Mapped[datetime] = mapped_column(UtcDateTime)
+    feedback: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Walkthrough(Base):
+    """我陪群众走流程: staff walked one service process in one of the 四变 modes."""
+
+    __tablename__ = "walkthroughs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    service_item: Mapped[str] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(16))
+    lead_unit: Mapped[str] = mapped_column(String(48))
+    walked_on: Mapped[date] = mapped_column(Date, index=True)
+    scores: Mapped[str] = mapped_column(Text)  # JSON {five-check code: 1..5}
+    summary: Mapped[str] = mapped_column(Text, default="")
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ListItem(Base):
+    """One entry of the problem / demand / optimization list, closed out (销号) on its own."""
+
+    __tablename__ = "list_items"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    walkthrough_id: Mapped[str] = mapped_column(String(40), index=True)
+    list: Mapped[str] = mapped_column(String(16), index=True)
+    description: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(48), index=True)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    state: Mapped[str] = mapped_column(String(8), index=True)  # open / closed
+    resolution: Mapped[str | None] = mapped_column(Text)
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Activity(Base):
+    """A sit-in or chain patrol from the 附件1 schedule, and what its lead unit reported."""
+
+    __tablename__ = "activities"
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24), index=True)
+    held_on: Mapped[date] = mapped_column(Date, index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    lead_unit: Mapped[str] = mapped_column(String(48))
+    industry_chain: Mapped[str | None] = mapped_column(String(64))
+    plan_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    plan_submitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    plan: Mapped[str | None] = mapped_column(Text)
+    report_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    report_submitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    report: Mapped[str | None] = mapped_column(Text)  # JSON of the report with its 附件3 rows
 
 
 OUTBOX, INBOX = reliability_tables(Base.metadata)

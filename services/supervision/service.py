@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -9,17 +10,19 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 from nameko.timer import timer
 from nameko.web.handlers import http
+from sqlalchemy.exc import IntegrityError
 
 from appeals_common.auth import Principal
 from appeals_common.calendar import WorkingCalendar
-from appeals_common.http import NotFound, api, read_json
+from appeals_common.http import FieldErrors, NotFound, api, read_json
 from appeals_common.metrics import load_calendar
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
-from appeals_common.registries import load_departments
+from appeals_common.registries import load_departments, load_industry_chains
 from appeals_common.service_base import BaseService
 from appeals_common.settings import load_settings
+from services.supervision import activities, clocks, usecases, walkthroughs
 from services.supervision import class_problem_usecases as classes
-from services.supervision import clocks, usecases
+from services.supervision.activities import ChainLeads
 from services.supervision.class_problems import ClusterSettings
 from services.supervision.escalation import WorkingHours
 from services.supervision.models import Base
@@ -32,7 +35,8 @@ STAFF_ROLES = ("bureau_admin", "bureau_staff")
 
 
 class ClassSettings(DependencyProvider):
-    """Clustering settings for 类题破解 and the departments that may lead a class."""
+    """Clustering settings for 类题破解, the departments (who may lead a class, own a list
+    item, serve a 附件3 row) and each key chain's lead unit (附件2)."""
 
     def setup(self) -> None:
         env = os.environ
@@ -41,7 +45,11 @@ class ClassSettings(DependencyProvider):
             threshold=float(env.get("APPEALS_CLASS_THRESHOLD", defaults.threshold)),
             window_days=int(env.get("APPEALS_CLASS_WINDOW_DAYS", defaults.window_days)),
             min_size=int(env.get("APPEALS_CLASS_MIN_SIZE", defaults.min_size)))
-        self.departments = frozenset(load_departments(load_settings().config_dir))
+        config_dir = load_settings().config_dir
+        registry = load_departments(config_dir)
+        self.departments = frozenset(registry)
+        self.chains = ChainLeads({code: chain.lead for code, chain in
+                                  load_industry_chains(config_dir, registry).items()})
 
     def get_dependency(self, worker_ctx: Any) -> ClassSettings:
         return self
@@ -65,7 +73,7 @@ class SupervisionService(BaseService):
 
     @reliable_consume("supervision.events")
     def on_event(self, delivery: Delivery) -> None:
-        usecases.on_event(self.runtime, self.calendar, delivery)
+        usecases.on_event(self.runtime, self.calendar, self.class_settings.chains, delivery)
 
     @http("POST", "/appeals/<string:reg_no>/followups")
     @api("bureau_admin", "bureau_staff")
@@ -89,7 +97,7 @@ class SupervisionService(BaseService):
 
     @timer(interval=SCAN_SECONDS)
     def scan_deadlines(self) -> int:
-        return clocks.scan(self.runtime, self.calendar, WORKING_HOURS)
+        return self.scan()
 
     @http("GET", "/appeals/<string:reg_no>/deadlines")
     @api("bureau_admin", "bureau_staff", "viewer")
@@ -142,4 +150,79 @@ class SupervisionService(BaseService):
     @rpc
     def scan(self) -> int:
         """Run a deadline scan now (operators, tests with a moved clock)."""
+        # Another replica may open this year's patrol clocks at the same moment.
+        with contextlib.suppress(IntegrityError):
+            activities.open_year_clocks(self.runtime, self.calendar, self.class_settings.chains)
         return clocks.scan(self.runtime, self.calendar, WORKING_HOURS)
+
+    # --- 《重点督办单》 and their written feedback ---------------------------------------
+
+    @http("GET", "/supervision-orders")
+    @api(*STAFF_ROLES, "viewer", "department")
+    def http_key_orders(self, request: Any, principal: Principal) -> list[dict]:
+        dept = principal.dept_code if principal.role == "department" else request.args.get("dept")
+        return usecases.list_key_orders(self.runtime, request.args.get("state"), dept)
+
+    # --- 我陪群众走流程 -----------------------------------------------------------------
+
+    @http("POST", "/walkthroughs")
+    @api(*STAFF_ROLES)
+    def http_record_walkthrough(self, request: Any, principal: Principal) -> tuple[int, dict]:
+        return 201, walkthroughs.record(self.runtime, self.class_settings.departments,
+                                        read_json(request), principal.subject)
+
+    @http("GET", "/walkthroughs")
+    @api(*STAFF_ROLES, "viewer")
+    def http_walkthroughs(self, request: Any, principal: Principal) -> list[dict]:
+        return walkthroughs.list_walkthroughs(self.runtime)
+
+    @http("GET", "/walkthroughs/<string:walkthrough_id>")
+    @api(*STAFF_ROLES, "viewer")
+    def http_walkthrough(self, request: Any, principal: Principal, walkthrough_id: str) -> dict:
+        return walkthroughs.get(self.runtime, walkthrough_id)
+
+    @http("GET", "/list-items")
+    @api(*STAFF_ROLES, "viewer", "department")
+    def http_list_items(self, request: Any, principal: Principal) -> list[dict]:
+        owner = principal.dept_code if principal.role == "department" else request.args.get("owner")
+        return walkthroughs.list_items(self.runtime, request.args.get("list"),
+                                       request.args.get("state"), owner)
+
+    @http("POST", "/list-items/<string:item_id>/closure")
+    @api(*STAFF_ROLES)
+    def http_close_item(self, request: Any, principal: Principal, item_id: str) -> dict:
+        return walkthroughs.close_item(self.runtime, item_id, read_json(request),
+                                       principal.subject)
+
+    # --- activity obligations (附件1) -----------------------------------------------------
+
+    @http("POST", "/activities/<string:activity_id>/plan")
+    @api(*STAFF_ROLES, "department")
+    def http_patrol_plan(self, request: Any, principal: Principal, activity_id: str) -> dict:
+        return activities.submit_plan(self.runtime, activity_id, read_json(request), principal,
+                                      self.class_settings.chains)
+
+    @http("POST", "/activities/<string:activity_id>/report")
+    @api(*STAFF_ROLES, "department")
+    def http_patrol_report(self, request: Any, principal: Principal, activity_id: str) -> dict:
+        return activities.submit_report(self.runtime, self.calendar, activity_id,
+                                        read_json(request), principal,
+                                        self.class_settings.chains,
+                                        self.class_settings.departments)
+
+    @http("GET", "/activity-obligations")
+    @api(*STAFF_ROLES, "viewer")
+    def http_obligations(self, request: Any, principal: Principal) -> dict:
+        year = _year_arg(request, self.calendar.local_date(self.runtime.now()).year)
+        return {**activities.year_compliance(self.runtime, self.calendar,
+                                             self.class_settings.chains, year),
+                "activities": activities.list_activities(self.runtime, year)}
+
+
+def _year_arg(request: Any, default: int) -> int:
+    raw = request.args.get("year")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 2000 <= int(raw) <= 2100:
+        raise FieldErrors({"year": ["a year such as 2026"]})
+    return int(raw)

@@ -11,21 +11,29 @@ from appeals_common.calendar import WorkingCalendar
 from appeals_common.db import UnitOfWork
 from appeals_common.department_messages import send_to_department
 from appeals_common.envelope import Event
-from appeals_common.http import Conflict, NotFound
+from appeals_common.http import Conflict, FieldErrors, NotFound
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
 from appeals_common.schemas import FollowupSchema, UnreachableClosureSchema
-from services.supervision.clocks import apply_to_clocks, cancel_clocks, open_clock
-from services.supervision.models import Followup, SupervisedAppeal
+from services.supervision import activities
+from services.supervision.activities import ChainLeads
+from services.supervision.clocks import apply_to_clocks, cancel_clocks, open_clock, record_key_order
+from services.supervision.models import Followup, KeyOrder, SupervisedAppeal
 
 EVENTS_CONSUMER = "supervision.events"
 FOLLOWUP_WORKING_DAYS = 2
 REOPEN_WORKING_DAYS = 5  # the lead unit's new respond-by after an unsatisfied follow-up
 
 
-def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, delivery: Delivery) -> None:
+def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, chains: ChainLeads,
+             delivery: Delivery) -> None:
     event = Event.from_json(delivery.body)
+    if event.event_type == "activity.registered":
+        with runtime.unit_of_work() as uow:
+            if uow.first_time(EVENTS_CONSUMER, event.event_id):
+                activities.on_registered(uow, calendar, chains, event.data)
+        return
     if not event.appeal_id:
         return
     with runtime.unit_of_work() as uow:
@@ -41,11 +49,45 @@ def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, delivery: Deliv
             return
         if event.producer == runtime.service:
             return  # our own changes were applied when we made them
+        if event.event_type == "supervision_order.answered":
+            _answered(uow, event)
         appeal = uow.session.get(SupervisedAppeal, event.appeal_id, with_for_update=True)
         if appeal is None:
             raise LookupError(f"{event.event_type} for unknown appeal {event.appeal_id}")
         _apply(appeal, event, calendar)
         apply_to_clocks(uow, event)
+
+
+def _answered(uow: UnitOfWork, event: Event) -> None:
+    order = uow.session.get(KeyOrder, event.data["order_no"], with_for_update=True)
+    if order is None:
+        raise LookupError(f"feedback on unknown key supervision order {event.data['order_no']}")
+    if order.answered_at is None:
+        order.feedback = event.data["feedback"]
+        order.answered_at = datetime.fromisoformat(event.data["answered_at"])
+
+
+def list_key_orders(runtime: ServiceRuntime, state: str | None, dept_code: str | None
+                    ) -> list[dict[str, Any]]:
+    """Key supervision orders, open (feedback owed) or answered, newest first."""
+    with runtime.store.read() as session:
+        query = select(KeyOrder).order_by(KeyOrder.issued_at.desc()).limit(500)
+        if state == "open":
+            query = query.where(KeyOrder.answered_at.is_(None))
+        elif state == "answered":
+            query = query.where(KeyOrder.answered_at.is_not(None))
+        elif state is not None:
+            raise FieldErrors({"state": ["one of open, answered"]})
+        if dept_code:
+            query = query.where(KeyOrder.dept_code == dept_code)
+        now = runtime.now()
+        return [{"order_no": o.order_no, "reg_no": o.reg_no, "dept_code": o.dept_code,
+                 "assignment_id": o.assignment_id, "cause": o.cause,
+                 "issued_at": o.issued_at.isoformat(), "feedback_by": o.feedback_by.isoformat(),
+                 "answered_at": o.answered_at and o.answered_at.isoformat(),
+                 "feedback": o.feedback,
+                 "late": (o.answered_at or now) > o.feedback_by}
+                for o in session.scalars(query)]
 
 
 def _apply(appeal: SupervisedAppeal, event: Event, calendar: WorkingCalendar) -> None:
@@ -143,16 +185,21 @@ def _issue_key_order(uow: UnitOfWork, calendar: WorkingCalendar, appeal: Supervi
     """不满意: a key supervision order to the lead unit with a new deadline, and 重办."""
     due = calendar.add_working_days(uow.now, REOPEN_WORKING_DAYS).at
     order_no = f"ZD-{appeal.reg_no}-{appeal.lead_dept}-{uow.now:%Y%m%d%H%M%S}"
+    # The written feedback is due with the new response.
     body = {"order_no": order_no, "reasons": followup["comments"] or followup["grade"],
             "grade": followup["grade"], "respond_by": due.isoformat(),
-            "feedback_required": True}
+            "feedback_required": True, "feedback_by": due.isoformat()}
     send_to_department(uow, appeal.lead_dept, "key_supervision_order", appeal.reg_no,
                        appeal.lead_assignment_id, body)
+    record_key_order(uow, order_no=order_no, appeal_id=appeal.id, reg_no=appeal.reg_no,
+                     duty_id=appeal.lead_assignment_id, dept=appeal.lead_dept,
+                     cause="unsatisfied_followup", feedback_by=due)
     open_clock(uow, appeal_id=appeal.id, dept=appeal.lead_dept,
                duty_id=appeal.lead_assignment_id, kind="respond", due_at=due,
                reg_no=appeal.reg_no)
     uow.emit("supervision_order.issued", {"reg_no": appeal.reg_no, "actor": actor,
-                                          "dept_code": appeal.lead_dept, **body},
+                                          "dept_code": appeal.lead_dept,
+                                          "assignment_id": appeal.lead_assignment_id, **body},
              appeal_id=appeal.id)
     uow.emit("appeal.reopened", {"reg_no": appeal.reg_no, "reason": "unsatisfied_followup",
                                  "grade": followup["grade"], "order_no": order_no,

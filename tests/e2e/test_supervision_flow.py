@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from tests.e2e.bus import Bus, appeal_body, reply_body
+from tests.e2e.bus import Bus, appeal_body, poll, reply_body
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -81,6 +81,19 @@ def test_unsatisfied_followup_reopens_until_a_satisfied_one_closes(bus, urls, to
     assert first.json()["state"] == "reopened"
     order = bus.dept_message("rsj", "key_supervision_order", reg_no, timeout=90)
     assert order["reasons"] == "仍未解决" and order["respond_by"]
+    assert order["feedback_required"] is True and order["feedback_by"]
+    # 书面反馈: the lead unit answers the order in writing; a wrong order number is refused.
+    bus.reply("rsj", "feedback", reply_body(lead, order_no="ZD-nonsense", feedback="x"))
+    refused = bus.dept_message("rsj", "reply_result", reg_no, timeout=90)
+    assert refused["status"] == "refused" and "order_no" in refused["errors"]
+    bus.reply("rsj", "feedback", reply_body(lead, order_no=order["order_no"],
+                                            feedback="已约谈企业，重新研究用工对接方案"))
+    assert bus.dept_message("rsj", "reply_result", reg_no, timeout=90)["status"] == "accepted"
+    answered = poll(lambda: [o for o in requests.get(
+        f"{urls['supervision']}/supervision-orders", params={"state": "answered"},
+        headers=staff).json() if o["order_no"] == order["order_no"]], timeout=30)
+    assert answered[0]["feedback"] == "已约谈企业，重新研究用工对接方案"
+    assert answered[0]["cause"] == "unsatisfied_followup" and answered[0]["late"] is False
     respond()
     assert followup("satisfied").json()["state"] == "closed"
     deadline = time.monotonic() + 20
@@ -92,3 +105,4 @@ def test_unsatisfied_followup_reopens_until_a_satisfied_one_closes(bus, urls, to
     events = [e["event"] for e in appeal["timeline"]]
     assert events.count("appeal.responded") == 2 and "appeal.reopened" in events
     assert "supervision_order.issued" in events and events[-1] == "appeal.closed"
+    assert "supervision_order.answered" in events

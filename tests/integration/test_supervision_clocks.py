@@ -19,12 +19,14 @@ from appeals_common.envelope import Event
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.settings import Settings
 from services.supervision import clocks, usecases
+from services.supervision.activities import ChainLeads
 from services.supervision.escalation import WorkingHours
 from services.supervision.models import Base
 
 TZ = ZoneInfo("Asia/Shanghai")
 CAL = WorkingCalendar()
 HOURS = WorkingHours()
+CHAINS = ChainLeads({"digital_economy": "gxj", "modern_logistics": "fgj"})
 
 
 def at(day: str, hour: int = 10) -> datetime:
@@ -41,7 +43,7 @@ class Supervision:
     def deliver(self, event_type: str, appeal_id: str, data: dict,
                 producer: str = "dispatch") -> None:
         event = Event(event_type, producer, self.clock.now(), data, appeal_id=appeal_id)
-        usecases.on_event(self.runtime, CAL, Delivery(event.to_json(), event_type,
+        usecases.on_event(self.runtime, CAL, CHAINS, Delivery(event.to_json(), event_type,
                                                       "appeals.events", event.event_id,
                                                       "application/json", {}, 1))
 
@@ -85,8 +87,10 @@ def test_a_month_of_deadlines_in_seconds(sup):
     sup.deliver("assignment.signed", appeal_id, {"assignment_id": assignment_id, "role": "lead"})
     run_days(sup, at("2026-11-27", 0), days=30)
     kinds = [(m["kind"], m["deadline"]) for m in sup.sent()]
+    # The order's written feedback is then owed: reminded, and chased when it is late.
     assert kinds == [("reminder", "respond"), ("supervision_notice", "respond"),
-                     ("key_supervision_order", "respond")]
+                     ("key_supervision_order", "respond"), ("reminder", "feedback"),
+                     ("supervision_notice", "feedback")]
     notice = sup.sent()[1]
     assert notice["dept_code"] == "zjj" and notice["reg_no"] == reg_no
     assert datetime.fromisoformat(notice["sent_at"]) == at("2026-12-07", 9)
