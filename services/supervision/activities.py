@@ -155,13 +155,15 @@ def _event_base(a: Activity) -> dict[str, Any]:
 def view(a: Activity, now: Any) -> dict[str, Any]:
     filings = {}
     if a.kind == PATROL_KIND:
-        for name, due, filed in (("plan", a.plan_due_at, a.plan_submitted_at),
-                                 ("report", a.report_due_at, a.report_submitted_at)):
+        for name, due, filed, content in (
+                ("plan", a.plan_due_at, a.plan_submitted_at, a.plan),
+                ("report", a.report_due_at, a.report_submitted_at,
+                 a.report and json.loads(a.report))):
             filings[name] = {"due_at": due.isoformat(), "submitted_at": filed and filed.isoformat(),
-                             "status": filing_status(filed, due, now)}
+                             "status": filing_status(filed, due, now), "content": content}
     return {"activity_id": a.id, "kind": a.kind, "held_on": a.held_on.isoformat(),
             "title": a.title, "lead_unit": a.lead_unit, "industry_chain": a.industry_chain,
-            **filings, "report": json.loads(a.report) if a.report else None}
+            **filings}
 
 
 def list_activities(runtime: ServiceRuntime, year: int | None) -> list[dict[str, Any]]:

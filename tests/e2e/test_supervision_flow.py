@@ -106,3 +106,40 @@ def test_unsatisfied_followup_reopens_until_a_satisfied_one_closes(bus, urls, to
     assert events.count("appeal.responded") == 2 and "appeal.reopened" in events
     assert "supervision_order.issued" in events and events[-1] == "appeal.closed"
     assert "supervision_order.answered" in events
+
+
+def test_a_patrol_registered_at_intake_has_its_plan_chased_to_the_chain_lead(bus, urls, token,
+                                                                              move_clock):
+    """附件1: intake registers the patrol; supervision times its plan (3 working days
+    before) and reminds the chain's lead unit (gxj leads digital_economy) on its queue."""
+    staff = {"Authorization": f"Bearer {token('bureau_staff')}"}
+    lead = {"Authorization": f"Bearer {token('department', 'gxj')}"}
+    created = requests.post(f"{urls['intake']}/activities", headers=staff, json={
+        "kind": "chain_patrol", "held_on": "2026-12-17", "title": "数字经济链式巡诊",
+        "lead_unit": "gxj", "industry_chain": "digital_economy"})
+    assert created.status_code == 201, created.text
+    activity_id = created.json()["activity_id"]
+
+    def obligations() -> dict:
+        return requests.get(f"{urls['supervision']}/activity-obligations",
+                            params={"year": 2026}, headers=staff).json()
+
+    mine = poll(lambda: [a for a in obligations()["activities"]
+                         if a["activity_id"] == activity_id], timeout=60)[0]
+    # Mon 14th, three working days before Thu 17th; the report by Tue 22nd.
+    assert datetime.fromisoformat(mine["plan"]["due_at"]) == datetime(2026, 12, 14, 23, 59, 59,
+                                                                      tzinfo=TZ)
+    assert datetime.fromisoformat(mine["report"]["due_at"]) == datetime(2026, 12, 22, 23, 59, 59,
+                                                                        tzinfo=TZ)
+    move_clock(datetime(2026, 12, 11, 10, tzinfo=TZ))  # the working day before the plan's due
+    reminder = bus.dept_message("gxj", "reminder", activity_id, timeout=120)
+    assert reminder["deadline"] == "plan"
+    filed = requests.post(f"{urls['supervision']}/activities/{activity_id}/plan", headers=lead,
+                          json={"summary": "走访软件园10家企业，宣讲数字经济政策"})
+    assert filed.status_code == 200, filed.text
+    assert filed.json()["plan"]["status"] == "on_time"
+    other = {"Authorization": f"Bearer {token('department', 'zjj')}"}
+    assert requests.post(f"{urls['supervision']}/activities/{activity_id}/report", headers=other,
+                         json={}).status_code in (403, 422)
+    digital = next(p for p in obligations()["patrols"] if p["industry_chain"] == "digital_economy")
+    assert digital["status"] == "met" and digital["lead_unit"] == "gxj"

@@ -339,3 +339,34 @@ def test_pending_extension_lapses_when_the_unit_responds(d):
     d.reply("zjj", "respond", lead, outcome="solved", reply="y",
             contacted_at="2026-11-27T10:00:00+08:00")
     assert [e["state"] for e in bureau.list_extensions(d.runtime)] == ["lapsed"]
+
+
+def test_feedback_answers_a_key_supervision_order_once(d):
+    reg_no = d.register()
+    appeal_id = next(m for m in d.new() if m.get("event_type") == "appeal.dispatched")[
+        "appeal_id"]
+    lead = lead_of(d, reg_no)
+    other = d.register()
+    d.new()
+    order_no = f"ZD-{reg_no}-zjj-20261207090000"
+    # The unit may answer before the order's event reached dispatch: the reply is tried
+    # again later (an error the reliable consumer retries), not refused.
+    with pytest.raises(LookupError):
+        d.reply("zjj", "feedback", lead, order_no=order_no, feedback="书面反馈")
+    d.deliver_event(Event("supervision_order.issued", "supervision", d.clock.now(), {
+        "reg_no": reg_no, "dept_code": "zjj", "assignment_id": lead["assignment_id"],
+        "order_no": order_no, "feedback_required": True,
+        "feedback_by": "2026-12-04T23:59:59+08:00"}, appeal_id=appeal_id))
+    refused = d.reply("zjj", "feedback", lead, order_no="ZD-someone-else", feedback="x")
+    assert refused["status"] == "refused" and list(refused["errors"]) == ["order_no"]
+    assert d.reply("zjj", "feedback", lead_of(d, other), order_no=order_no,
+                   feedback="x")["status"] == "refused"  # not this assignment's order
+    assert d.reply("zjj", "feedback", lead, order_no=order_no, feedback="")["errors"] == {
+        "feedback": ["Length must be between 1 and 5000."]}
+    accepted = d.reply("zjj", "feedback", lead, order_no=order_no, feedback="已研究处置，书面反馈如下")
+    assert accepted["status"] == "accepted"
+    answered = next(m for m in d.last if m.get("event_type") == "supervision_order.answered")
+    assert answered["data"]["order_no"] == order_no and answered["data"]["on_time"] is True
+    assert answered["data"]["feedback"] == "已研究处置，书面反馈如下"
+    again = d.reply("zjj", "feedback", lead, order_no=order_no, feedback="again")
+    assert again["status"] == "refused" and "already answered" in again["errors"]["order_no"][0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+
 import pytest
 from marshmallow import ValidationError
 from sqlalchemy import select
@@ -140,7 +141,7 @@ def test_patrol_plan_and_report_are_timed_and_chased_to_the_chains_lead(sup):
     sup.clock.moment = at("2026-12-14", 16)
     view = activities.submit_report(sup.runtime, CAL, activity_id, REPORT, STAFF, CHAINS,
                                     DEPARTMENTS)
-    assert view["report"]["service_items"][0]["item"] == "高新技术企业认定辅导"
+    assert view["report"]["content"]["service_items"][0]["item"] == "高新技术企业认定辅导"
     report_event = events(sup, "activity.report_submitted")[0]
     assert report_event["on_time"] is True and report_event["enterprises_served"] == 12
     before = len(sup.sent())
