@@ -27,11 +27,3 @@ def source_from_routing_key(routing_key: str) -> str | None:
     if routing_key.startswith(prefix) and routing_key.count(".") == 2:
         return routing_key[len(prefix):] or None
     return None
-
-
-def mask_phone(phone: str) -> str:
-    """138****8000: enough to recognise, not enough to call (reports, exports, logs)."""
-    digits = [c for c in phone if c.isdigit()]
-    if len(digits) < 7:
-        return "*" * len(phone)
-    return "".join(digits[:3]) + "****" + "".join(digits[-4:])

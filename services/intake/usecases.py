@@ -22,6 +22,7 @@ from appeals_common.envelope import Event
 from appeals_common.http import Conflict, FieldErrors, NotFound
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
+from appeals_common.privacy import mask_phone
 from appeals_common.schemas import (
     MAX_BODY_BYTES,
     ActivitySchema,
@@ -36,7 +37,7 @@ from appeals_common.schemas import (
 from appeals_common.similarity import similarity
 from appeals_common.topology import RECEIPTS_EXCHANGE, REJECTED_QUEUE
 from services.intake.classification import Classifier
-from services.intake.domain import content_hash, format_reg_no, mask_phone, source_from_routing_key
+from services.intake.domain import content_hash, format_reg_no, source_from_routing_key
 from services.intake.models import Activity, Appeal, RegNoCounter, TimelineEntry
 
 log = logging.getLogger("appeals.intake")

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from appeals_common.privacy import mask_phone
 from appeals_common.registries import (
     RegistryError,
     load_categories,
@@ -10,7 +11,6 @@ from appeals_common.registries import (
 )
 from appeals_common.similarity import similarity, tokens
 from services.intake.classification import Classifier
-from services.intake.domain import mask_phone
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
