@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from marshmallow import fields, validate
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from appeals_common.db import UnitOfWork
 from appeals_common.http import Conflict, FieldErrors, NotFound
@@ -16,7 +16,13 @@ from appeals_common.nameko_ext import ServiceRuntime
 from appeals_common.schemas import CODE_RE, AwareDateTime, StrictSchema
 from services.supervision.class_problems import AppealText, ClusterSettings, find_clusters
 from services.supervision.clocks import open_clock
-from services.supervision.models import ClassProblem, ClassProblemMember, Clock, SupervisedAppeal
+from services.supervision.models import (
+    ClassIdCounter,
+    ClassProblem,
+    ClassProblemMember,
+    Clock,
+    SupervisedAppeal,
+)
 
 # An appeal in a class of these states is not suggested again (only a dismissal frees it).
 HOLDING_STATES = ("suggested", "confirmed", "resolved", "closed")
@@ -47,6 +53,7 @@ def detect(runtime: ServiceRuntime, settings: ClusterSettings) -> list[dict[str,
     """Suggest each new cluster of similar recent appeals that no active class holds yet."""
     now = runtime.now()
     with runtime.unit_of_work() as uow:
+        counter = _lock_counter(uow)  # first, so a second replica waits and sees our classes
         taken = set(uow.session.scalars(
             select(ClassProblemMember.appeal_id).join(
                 ClassProblem, ClassProblem.id == ClassProblemMember.class_id)
@@ -59,7 +66,7 @@ def detect(runtime: ServiceRuntime, settings: ClusterSettings) -> list[dict[str,
         suggested = []
         for cluster in find_clusters(texts, now, settings):
             problem = ClassProblem(
-                id=_next_id(uow), state="suggested", industry_chain=cluster.industry_chain,
+                id=_next_id(counter), state="suggested", industry_chain=cluster.industry_chain,
                 category=cluster.category, keywords=json.dumps(list(cluster.keywords),
                                                                ensure_ascii=False),
                 score=round(cluster.score, 3), suggested_at=uow.now)
@@ -74,11 +81,20 @@ def detect(runtime: ServiceRuntime, settings: ClusterSettings) -> list[dict[str,
         return suggested
 
 
-def _next_id(uow: UnitOfWork) -> str:
-    year = uow.now.year
-    count = uow.session.execute(select(func.count()).select_from(ClassProblem).where(
-        ClassProblem.id.like(f"LT-{year}-%"))).scalar_one()
-    return f"LT-{year}-{count + 1:04d}"
+def _lock_counter(uow: UnitOfWork) -> ClassIdCounter:
+    counter = uow.session.get(ClassIdCounter, uow.now.year, with_for_update=True)
+    if counter is None:
+        # Once a year two replicas may race to create the row: the loser's run fails
+        # whole and the next run goes through.
+        counter = ClassIdCounter(year=uow.now.year, last=0)
+        uow.session.add(counter)
+        uow.session.flush()
+    return counter
+
+
+def _next_id(counter: ClassIdCounter) -> str:
+    counter.last += 1
+    return f"LT-{counter.year}-{counter.last:04d}"
 
 
 def _view(uow: UnitOfWork, p: ClassProblem) -> dict[str, Any]:

@@ -58,6 +58,16 @@ class ClassProblem(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class ClassIdCounter(Base):
+    """Numbers classes per year; its row lock also makes detection runs take turns, so two
+    replicas never suggest the same cluster twice."""
+
+    __tablename__ = "class_id_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class ClassProblemMember(Base):
     __tablename__ = "class_problem_members"
 

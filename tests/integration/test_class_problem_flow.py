@@ -4,17 +4,22 @@ appeals, confirmed with a lead entity and deadline, supervised, resolved, closed
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
+from appeals_common.db import Store
 from appeals_common.http import Conflict, FieldErrors
+from appeals_common.nameko_ext import ServiceRuntime
+from appeals_common.settings import Settings
 from services.supervision import class_problem_usecases as classes
 from services.supervision import clocks
 from services.supervision.class_problems import ClusterSettings
 from services.supervision.escalation import WorkingHours
+from services.supervision.models import Base
 from tests.integration.test_supervision_clocks import CAL, Supervision, at
 
 DEPARTMENTS = frozenset({"zjj", "zrzyj", "gxj"})
@@ -116,3 +121,30 @@ def test_a_closed_class_is_not_suggested_again(sup):
     classes.resolve(sup.runtime, class_id, {"measures": "告知承诺制"}, "zjj-user")
     classes.close(sup.runtime, class_id, {"promote": False}, "chief")
     assert classes.detect(sup.runtime, ClusterSettings()) == []
+
+
+def test_two_replicas_detecting_together_suggest_each_class_once(sup):
+    assert classes.detect(sup.runtime, ClusterSettings()) == []  # this year's counter exists
+    for text in SIMILAR:
+        register(sup, text)
+    other = Store(sup.store.url, Base.metadata, producer="supervision")
+    runtimes = [sup.runtime, ServiceRuntime("supervision", Settings(), other, sup.clock)]
+    barrier, results, errors = threading.Barrier(2), [], []
+
+    def detect(runtime: ServiceRuntime) -> None:
+        barrier.wait()
+        try:
+            results.append(classes.detect(runtime, ClusterSettings()))
+        except Exception as exc:  # noqa: BLE001 - collected to fail the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=detect, args=(rt,)) for rt in runtimes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.dispose()
+    assert errors == []
+    assert sorted(len(r) for r in results) == [0, 1]
+    assert [e["data"]["class_id"] for e in events(sup, "class_problem.suggested")] == [
+        f"LT-{sup.clock.now().year}-0001"]
