@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -304,6 +305,22 @@ class OutboxRelay:
                 .returning(*outbox.c)
             ).mappings().all()
         return sorted((dict(r) for r in rows), key=lambda r: r["id"])
+
+    def purge_published(self, older_than: timedelta, batch: int = 5000) -> int:
+        """Delete rows published before ``now - older_than``, a batch per statement so a
+        big backlog never holds long locks. Unpublished rows are never touched."""
+        outbox = self.store.outbox
+        cutoff = utcnow() - older_than
+        purged = 0
+        while True:
+            oldest = (select(outbox.c.id)
+                      .where(outbox.c.published_at.is_not(None), outbox.c.published_at < cutoff)
+                      .order_by(outbox.c.id).limit(batch).scalar_subquery())
+            with self.store.engine.begin() as conn:
+                count = conn.execute(delete(outbox).where(outbox.c.id.in_(oldest))).rowcount
+            purged += count
+            if count < batch:
+                return purged
 
     def relay_once(self) -> int:
         """Publish one batch; returns how many rows were claimed."""

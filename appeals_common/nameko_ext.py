@@ -14,7 +14,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -41,6 +41,7 @@ ENTRYPOINT_LATENCY = Histogram(
 ENTRYPOINT_ERRORS = Counter(
     "appeals_entrypoint_errors_total", "Entrypoint calls that raised", ["service", "entrypoint"]
 )
+PURGE_EVERY_SECONDS = 600
 OUTBOX_BACKLOG = Gauge("appeals_outbox_backlog", "Outbox messages not yet published", ["service"])
 OUTBOX_PUBLISHED = Counter("appeals_outbox_published_total", "Outbox messages published",
                            ["service"])
@@ -130,6 +131,7 @@ class Runtime(DependencyProvider):
     def _relay_loop(self) -> None:
         failures = 0
         backlog_read = 0.0
+        purged_at = time.monotonic()  # not at start-up: let the service settle first
         while self._running:
             try:
                 while self._running:
@@ -140,6 +142,10 @@ class Runtime(DependencyProvider):
                 if time.monotonic() - backlog_read > 5:  # a count per pass would cost a query each
                     OUTBOX_BACKLOG.labels(self.service).set(self.store.outbox_backlog())
                     backlog_read = time.monotonic()
+                if time.monotonic() - purged_at > PURGE_EVERY_SECONDS:
+                    self.relay.purge_published(
+                        timedelta(hours=self.settings.outbox_retention_hours))
+                    purged_at = time.monotonic()
                 failures = 0
             except Exception:
                 failures += 1

@@ -36,6 +36,8 @@ class Settings:
     queue_type: str = "classic"  # "quorum" on a RabbitMQ cluster
     relay_batch_size: int = 200
     relay_poll_seconds: float = 1.0
+    # Published outbox rows are kept this long (for inspection), then deleted.
+    outbox_retention_hours: int = 168
     # Delays before a failing message is tried again; after the last one it is dead-lettered.
     retry_delays_ms: tuple[int, ...] = (1000, 5000, 30000)
 
@@ -85,6 +87,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         relay_batch_size=_int(env, "APPEALS_RELAY_BATCH_SIZE", defaults.relay_batch_size),
         retry_delays_ms=retry_delays,
         relay_poll_seconds=float(env.get("APPEALS_RELAY_POLL_SECONDS", defaults.relay_poll_seconds)),
+        outbox_retention_hours=_int(env, "APPEALS_OUTBOX_RETENTION_HOURS",
+                                    defaults.outbox_retention_hours),
     )
 
 

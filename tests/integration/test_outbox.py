@@ -109,3 +109,25 @@ def test_inbox_marks_a_message_once(store):
     with store.unit_of_work(NOW) as uow:
         assert uow.first_time("c", "m-1") is False
         assert uow.first_time("other-consumer", "m-1") is True
+
+
+def test_purge_deletes_only_rows_published_before_the_retention(store, amqp_uri, channel,
+                                                                scratch_queue):
+    _write(store, scratch_queue, 5)
+    publisher = ConfirmingPublisher(amqp_uri)
+    relay = OutboxRelay(store, publisher.publish_batch, batch_size=3)
+    assert relay.relay_once() == 3  # rows 1-3 published, 4-5 still pending
+    publisher.close()
+    outbox = store.outbox
+    with store.engine.begin() as conn:
+        conn.execute(outbox.update().where(outbox.c.id <= 2).values(
+            published_at=datetime.now(UTC) - timedelta(days=8)))
+        # Pending rows are never purged, however old.
+        conn.execute(outbox.update().where(outbox.c.id == 5).values(
+            created_at=datetime.now(UTC) - timedelta(days=30)))
+    assert relay.purge_published(timedelta(days=7), batch=1) == 2
+    with store.engine.connect() as conn:
+        left = conn.execute(select(outbox.c.id, outbox.c.published_at.is_not(None))
+                            .order_by(outbox.c.id)).all()
+    assert [(row[0], bool(row[1])) for row in left] == [(3, True), (4, False), (5, False)]
+    assert relay.purge_published(timedelta(days=7)) == 0
