@@ -7,6 +7,7 @@ from typing import Any
 from nameko.web.handlers import http
 from sqlalchemy import text
 
+from appeals_common.dead_letter_metrics import ensure_registered
 from appeals_common.http import json_response, metrics_response
 
 
@@ -15,6 +16,9 @@ class BaseService:
 
     @http("GET", "/metrics")
     def metrics(self, request: Any) -> Any:
+        # Registered on the first scrape: the service's name and broker come from its
+        # runtime, which only exists once the container runs.
+        ensure_registered(self.runtime.service, self.runtime.settings.amqp_uri)
         return metrics_response()
 
     @http("GET", "/health")

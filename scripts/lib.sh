@@ -61,3 +61,24 @@ ensure_rabbitmq_management() {
     wait_port 127.0.0.1 15672 60 || echo "management API not up; tests fall back to rabbitmqctl"
   fi
 }
+
+ensure_prometheus() {
+  # The tests check deploy/prometheus/ with promtool and run a real prometheus server (own
+  # port, own temporary data directory) against the suite; Debian's package has both.
+  if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    echo "installing Debian's prometheus (promtool and the server, for the monitoring tests)"
+    { as_root apt-get update -q >/dev/null &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        prometheus >/dev/null; } ||
+      echo "could not install prometheus; the promtool and scrape tests will be skipped" >&2
+  fi
+  # Where an init system runs, the package starts its own server on :9090. The tests never
+  # use it; stop and disable it so it neither takes the port nor scrapes anything.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then
+    as_root /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+  return 0
+}

@@ -6,5 +6,6 @@ install_venv requirements-dev.lock
 ensure_rabbitmq
 ensure_rabbitmq_management
 ensure_postgres
+ensure_prometheus
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -6,6 +6,7 @@ binary exists, `docker compose config -q` validates the file against the Compose
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -168,6 +169,52 @@ def test_prometheus_and_grafana(services: dict[str, Any]) -> None:
     grafana = services["grafana"]
     assert grafana["image"].startswith("grafana/grafana")
     assert "3000:3000" in [str(p) for p in grafana["ports"]]
+
+
+def _bind_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Host path (./...) -> path in the container."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        parts = str(volume).split(":")
+        if parts[0].startswith("./"):
+            mounts[parts[0]] = parts[1]
+    return mounts
+
+
+def test_prometheus_gets_its_alert_rules_and_grafana_its_provisioning(services: dict[str, Any]) -> None:
+    prometheus = _bind_mounts(services["prometheus"])
+    config_in_container = Path(prometheus["./deploy/prometheus/prometheus.yml"])
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text(encoding="utf-8"))
+    assert config["rule_files"]
+    for rule_file in config["rule_files"]:
+        # rule_files are relative to the config file, in the container as on disk.
+        source = f"./deploy/prometheus/{rule_file}"
+        assert (REPO / source).is_file(), source
+        assert Path(prometheus[source]) == config_in_container.parent / rule_file
+    grafana = _bind_mounts(services["grafana"])
+    assert grafana["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    for sub in ("datasources", "dashboards"):
+        assert list((REPO / "deploy/grafana/provisioning" / sub).glob("*.yml")), sub
+    assert "./deploy/grafana/dashboards" in grafana
+    assert list((REPO / "deploy/grafana/dashboards").glob("*.json"))
+
+
+def test_rabbitmq_imports_the_definitions_it_is_given(services: dict[str, Any]) -> None:
+    rabbitmq = _bind_mounts(services["rabbitmq"])
+    conf = dict(line.split("=", 1) for line in (RABBITMQ_DIR / "rabbitmq.conf").read_text(encoding="utf-8")
+                .splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    conf = {key.strip(): value.strip() for key, value in conf.items()}
+    assert conf["definitions.import_backend"] == "local_filesystem"
+    directory = conf["definitions.local.path"].rstrip("/")
+    imported = {source for source, target in rabbitmq.items() if str(Path(target).parent) == directory}
+    # The users `appeals provision` defines, and the demo's guest (a node that imports
+    # definitions does not create guest itself, and the services log in as guest here).
+    assert imported == {"./deploy/rabbitmq/definitions.example.json",
+                        "./deploy/rabbitmq/definitions.compose.json"}
+    assert all(rabbitmq[source].endswith(".json") for source in imported)
+    users = {u["name"] for source in imported
+             for u in json.loads((REPO / source).read_text(encoding="utf-8"))["users"]}
+    assert "guest" in users and "appeals-suite" in users
 
 
 def test_mounted_files_exist(services: dict[str, Any]) -> None:
