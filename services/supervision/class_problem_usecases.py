@@ -15,12 +15,12 @@ from appeals_common.http import Conflict, FieldErrors, NotFound
 from appeals_common.nameko_ext import ServiceRuntime
 from appeals_common.schemas import CODE_RE, AwareDateTime, StrictSchema
 from services.supervision.class_problems import AppealText, ClusterSettings, find_clusters
-from services.supervision.clocks import open_clock
+from services.supervision.clocks import open_clock, settle_clock
 from services.supervision.models import (
     ClassIdCounter,
     ClassProblem,
     ClassProblemMember,
-    Clock,
+    KeyOrder,
     SupervisedAppeal,
 )
 
@@ -151,9 +151,13 @@ def resolve(runtime: ServiceRuntime, class_id: str, payload: Any, actor: str) ->
         problem = _locked(uow, class_id, "confirmed")
         problem.state, problem.measures = "resolved", data["measures"]
         problem.updated_by, problem.updated_at = actor, uow.now
-        clock = uow.session.get(Clock, f"{problem.id}:class")
-        if clock is not None and clock.state == "open":
-            clock.state, clock.met_at = "met", uow.now
+        settle_clock(uow, problem.id, "class")
+        # The measures are the lead entity's written feedback on any key supervision
+        # order its overdue class drew (no department reply exists for a class).
+        for order in uow.session.scalars(select(KeyOrder).where(
+                KeyOrder.reg_no == problem.id, KeyOrder.answered_at.is_(None))):
+            order.feedback, order.answered_at = data["measures"], uow.now
+            settle_clock(uow, order.order_no, "feedback")
         view = _view(uow, problem)
         uow.emit("class_problem.resolved", {**view, "actor": actor})
         return view

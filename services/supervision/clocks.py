@@ -156,9 +156,7 @@ def _notify(uow: UnitOfWork, clock: Clock, kind: str, now: datetime,
     overdue = working_days_overdue(clock.due_at, now, calendar)
     body = {"deadline": clock.kind, "due_at": clock.due_at.isoformat(),
             "working_days_overdue": overdue}
-    # A class problem's, activity's or list item's clock is about no single appeal (its
-    # reg_no is that thing's id).
-    appeal_id = clock.appeal_id if clock.kind in APPEAL_KINDS else None
+    appeal_id = _appeal_of(uow, clock)
     if kind == ORDER:
         feedback_by = calendar.add_working_days(now, KEY_ORDER_FEEDBACK_WORKING_DAYS).at
         body.update(order_no=f"ZD-{clock.reg_no}-{clock.dept_code}-{clock.kind}-{now:%Y%m%d%H%M}",
@@ -175,6 +173,15 @@ def _notify(uow: UnitOfWork, clock: Clock, kind: str, now: datetime,
                  appeal_id=appeal_id)
     uow.emit(EVENT_FOR[kind], {"reg_no": clock.reg_no, "assignment_id": clock.assignment_id,
                                "dept_code": clock.dept_code, **body}, appeal_id=appeal_id)
+
+
+def _appeal_of(uow: UnitOfWork, clock: Clock) -> str | None:
+    """The appeal a clock is about. A class problem's, activity's or list item's clock is
+    about none (its reg_no is that thing's id), nor is the feedback owed on a class's order."""
+    if clock.kind == "feedback":
+        order = uow.session.get(KeyOrder, clock.assignment_id)
+        return order.appeal_id if order is not None else None
+    return clock.appeal_id if clock.kind in APPEAL_KINDS else None
 
 
 def list_clocks(runtime: ServiceRuntime, reg_no: str) -> list[dict[str, Any]]:

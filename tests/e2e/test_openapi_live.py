@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import jwt
@@ -187,6 +188,9 @@ def test_no_or_bad_token_is_401(api):
     api.call("GET", "supervision", "/appeals/{reg_no}/deadlines", 401, role=None, reg_no="WH-1")
     api.call("GET", "supervision", "/class-problems", 401, role=None)
     api.call("POST", "supervision", "/class-problems/detection", 401, role=None)
+    for template in ("/supervision-orders", "/walkthroughs", "/list-items",
+                     "/activity-obligations"):
+        api.call("GET", "supervision", template, 401, role=None)
 
 
 def test_roles_outside_x_roles_are_403(api):
@@ -641,6 +645,210 @@ def test_closure_and_deadlines(api, bus):
     assert entry["detail"]["reason"] == "enterprise_unreachable"
     assert (entry["detail"]["note"], entry["detail"]["contact_attempts"]) == (
         "企业已搬离，电话停机", 5)
+
+
+def test_key_orders_and_written_feedback(api, bus):
+    """An unsatisfied follow-up sends the lead unit a key supervision order: it owes
+    written feedback by `feedback_by` (GET /supervision-orders, a `feedback` clock) and
+    gives it with a `feedback` reply over the bus."""
+    created = api.call("POST", "intake", "/appeals", 201, json=appeal(unique()))
+    reg_no = created["reg_no"]
+    lead = _one_assignment(api, reg_no, dept="zjj")
+    bus.reply("zjj", "sign", reply_body(lead))
+    _one_assignment(api, reg_no, dept="zjj", state="signed")
+    bus.reply("zjj", "respond", reply_body(lead, outcome="explained", reply="已解释政策",
+                                           contacted_at="2026-11-27T10:30:00+08:00"))
+    _clock_in_state(api, reg_no, "responded")
+    reopened = api.call("POST", "supervision", "/appeals/{reg_no}/followups", 201, reg_no=reg_no,
+                        json={"grade": "unsatisfied", "resolved": False, "comments": "仍未解决"})
+    assert reopened["state"] == "reopened"
+
+    orders = "/supervision-orders"
+    # A department sees its own orders only, whatever `dept` it asks for.
+    (order,) = [o for o in api.call("GET", "supervision", orders, 200, role="department",
+                                    dept="zjj", params={"state": "open", "dept": "zrzyj"})
+                if o["reg_no"] == reg_no]
+    assert (order["dept_code"], order["assignment_id"], order["cause"], order["answered_at"],
+            order["feedback"], order["late"]) == ("zjj", lead["assignment_id"],
+                                                  "unsatisfied_followup", None, None, False)
+    assert not [o for o in api.call("GET", "supervision", orders, 200, role="department",
+                                    dept="zrzyj") if o["reg_no"] == reg_no]
+    bad = api.call("GET", "supervision", orders, 422, params={"state": "closed"})
+    assert "state" in bad["errors"]
+    deadlines = "/appeals/{reg_no}/deadlines"
+    (owed,) = [d for d in api.call("GET", "supervision", deadlines, 200, reg_no=reg_no)
+               if d["kind"] == "feedback"]
+    assert (owed["assignment_id"], owed["dept_code"], owed["state"]) == (
+        order["order_no"], "zjj", "open")
+    assert datetime.fromisoformat(owed["due_at"]) == datetime.fromisoformat(order["feedback_by"])
+
+    bus.reply("zjj", "feedback", reply_body(lead, order_no=order["order_no"],
+                                            feedback="已约谈企业，重新研究解决方案"))
+    (answered,) = poll(lambda: [o for o in api.call(
+        "GET", "supervision", orders, 200, role="viewer", params={"state": "answered",
+                                                                   "dept": "zjj"})
+        if o["order_no"] == order["order_no"]])
+    assert (answered["feedback"], answered["late"]) == ("已约谈企业，重新研究解决方案", False)
+    assert answered["answered_at"] is not None
+    everything = api.call("GET", "supervision", orders, 200, role="bureau_admin")
+    assert order["order_no"] in {o["order_no"] for o in everything}
+    (met,) = [d for d in api.call("GET", "supervision", deadlines, 200, role="viewer",
+                                  reg_no=reg_no) if d["kind"] == "feedback"]
+    assert met["state"] == "met"
+
+
+# --- supervision: 我陪群众走流程 and the 附件1 activity filings ----------------------------
+
+FIVE_CHECKS = {"accuracy": 4, "smoothness": 2, "proofs": 3, "experience": 3, "conduct": 5}
+
+
+def test_walkthroughs_and_list_items(api):
+    """A walkthrough's findings become list items, each owner's to deal with by its
+    deadline (an `item` clock) until the bureau closes it out."""
+    due = (datetime.now(UTC) + timedelta(days=10)).replace(microsecond=0)
+    body = {"service_item": "企业开办一网通办", "mode": "accompanied", "lead_unit": "swj",
+            "walked_on": "2026-11-26", "scores": FIVE_CHECKS, "summary": "陪同企业办理开办全流程",
+            "findings": [
+                {"list": "problem", "description": "线上线下材料要求不一致", "owner": "zjj",
+                 "due_at": due.isoformat()},
+                {"list": "optimization", "description": "合并两个申请表单", "owner": "gxj",
+                 "due_at": (due + timedelta(days=7)).isoformat()}]}
+    walkthroughs = "/walkthroughs"
+    api.call("POST", "supervision", walkthroughs, 403, role="viewer", json=body)
+    bad = api.call("POST", "supervision", walkthroughs, 422,
+                   json={**body, "mode": "by_phone", "scores": {"accuracy": 6}, "surprise": 1})
+    assert {"mode", "surprise"} <= set(bad["errors"])
+    assert any(key.startswith("scores") for key in bad["errors"])
+    unknown = api.call("POST", "supervision", walkthroughs, 422, json={
+        **body, "lead_unit": "nobody", "findings": [{**body["findings"][0], "owner": "nobody",
+                                                     "due_at": "2020-01-01T00:00:00+08:00"}]})
+    assert {"lead_unit", "findings.0.owner", "findings.0.due_at"} <= set(unknown["errors"])
+    api.call("POST", "supervision", walkthroughs, 400, data=b"{not json",
+             headers={**api.headers("bureau_staff"), "Content-Type": "application/json"})
+    walked = api.call("POST", "supervision", walkthroughs, 201, role="bureau_admin", json=body)
+    walkthrough_id, items = walked["walkthrough_id"], walked["items"]
+    assert [i["item_id"] for i in items] == [f"{walkthrough_id}-1", f"{walkthrough_id}-2"]
+    assert [(i["list"], i["owner"], i["state"]) for i in items] == [
+        ("problem", "zjj", "open"), ("optimization", "gxj", "open")]
+    assert walked["recorded_by"] == "e2e-bureau_admin" and walked["scores"] == FIVE_CHECKS
+    quick = api.call("POST", "supervision", walkthroughs, 201, json={
+        "service_item": "不动产登记", "mode": "in_person", "lead_unit": "zrzyj",
+        "walked_on": "2026-11-25", "scores": dict.fromkeys(FIVE_CHECKS, 5)})
+    assert (quick["items"], quick["summary"]) == ([], "")
+    listed = api.call("GET", "supervision", walkthroughs, 200, role="viewer")
+    assert {walkthrough_id, quick["walkthrough_id"]} <= {w["walkthrough_id"] for w in listed}
+    api.call("GET", "supervision", walkthroughs, 403, role="department", dept="zjj")
+    one = "/walkthroughs/{walkthrough_id}"
+    assert api.call("GET", "supervision", one, 200, role="viewer",
+                    walkthrough_id=walkthrough_id)["items"] == items
+    api.call("GET", "supervision", one, 404, walkthrough_id="WT-19990101-00000000")
+
+    lists = "/list-items"
+    mine = api.call("GET", "supervision", lists, 200, role="department", dept="zjj",
+                    params={"owner": "gxj"})
+    assert items[0]["item_id"] in {i["item_id"] for i in mine}
+    assert all(i["owner"] == "zjj" for i in mine)
+    problems = api.call("GET", "supervision", lists, 200, role="viewer",
+                        params={"list": "problem", "state": "open"})
+    assert items[0]["item_id"] in {i["item_id"] for i in problems}
+    assert all((i["list"], i["state"]) == ("problem", "open") for i in problems)
+    wrong = api.call("GET", "supervision", lists, 422, params={"list": "wishes", "state": "done"})
+    assert {"list", "state"} <= set(wrong["errors"])
+
+    closure = "/list-items/{item_id}/closure"
+    item_id = items[0]["item_id"]
+    api.call("POST", "supervision", closure, 403, role="department", dept="zjj",
+             item_id=item_id, json={"resolution": "x"})
+    api.call("POST", "supervision", closure, 422, item_id=item_id, json={"resolution": ""})
+    api.call("POST", "supervision", closure, 404, item_id=f"{walkthrough_id}-9",
+             json={"resolution": "x"})
+    closed = api.call("POST", "supervision", closure, 200, item_id=item_id,
+                      json={"resolution": "统一了线上线下材料清单"})
+    assert (closed["state"], closed["resolution"], closed["overdue"]) == (
+        "closed", "统一了线上线下材料清单", False)
+    again = api.call("POST", "supervision", closure, 409, item_id=item_id,
+                     json={"resolution": "再次销号"})
+    assert "already closed" in again["error"]
+    # The owner's clock, listed under the item's id: met.
+    (clock,) = api.call("GET", "supervision", "/appeals/{reg_no}/deadlines", 200,
+                        reg_no=item_id)
+    assert (clock["assignment_id"], clock["dept_code"], clock["kind"], clock["state"]) == (
+        item_id, "zjj", "item", "met")
+    assert datetime.fromisoformat(clock["due_at"]) == due
+
+
+PATROL_REPORT = {
+    "policies_delivered": 6, "enterprises_served": 12, "class_problems": ["数据中心用电报装慢"],
+    "summary": "走访软件园企业12家",
+    "service_items": [{"enterprise_name": "某软件公司", "contact_name": "王五",
+                       "contact_phone": "13912345678", "item": "高新技术企业认定辅导",
+                       "responsible_unit": "gxj", "status": "in_progress"}]}
+
+
+def test_patrol_filings_and_obligations(api):
+    """附件1: a chain patrol registered at intake has its plan and report filed by its
+    chain's lead unit (or the bureau); the year's obligations show where each stands."""
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    tag = unique()
+    patrol_id, sit_in_id = f"chain_patrol-{tag}", f"sit_in-{tag}"
+    api.call("POST", "intake", "/activities", 201, json={
+        "activity_id": patrol_id, "kind": "chain_patrol", "held_on": today.isoformat(),
+        "title": "数字经济链式巡诊", "lead_unit": "kjj", "industry_chain": "digital_economy"})
+    api.call("POST", "intake", "/activities", 201, json={
+        "activity_id": sit_in_id, "kind": "sit_in", "held_on": today.isoformat(),
+        "title": "局长坐诊", "lead_unit": "zjj"})
+    obligations = "/activity-obligations"
+
+    def activities() -> dict[str, dict]:  # once supervision has both (over the bus)
+        found = {a["activity_id"]: a for a in api.call(
+            "GET", "supervision", obligations, 200, params={"year": str(today.year)})[
+            "activities"]}
+        return {patrol_id, sit_in_id} <= set(found) and found
+
+    known = poll(activities)
+    assert known[patrol_id]["plan"]["status"] == "missing"  # due 3 working days before
+    assert known[patrol_id]["report"]["status"] == "pending"
+    assert "plan" not in known[sit_in_id]
+
+    plan, report = "/activities/{activity_id}/plan", "/activities/{activity_id}/report"
+    api.call("POST", "supervision", plan, 403, role="viewer", activity_id=patrol_id,
+             json={"summary": "x"})
+    not_lead = api.call("POST", "supervision", plan, 403, role="department", dept="kjj",
+                        activity_id=patrol_id, json={"summary": "巡诊方案"})
+    assert "lead unit" in not_lead["error"]  # the chain's (gxj), not the activity's (kjj)
+    api.call("POST", "supervision", plan, 422, activity_id=patrol_id, json={"summary": ""})
+    api.call("POST", "supervision", plan, 404, activity_id="chain_patrol-19990101-000000",
+             json={"summary": "x"})
+    api.call("POST", "supervision", plan, 409, activity_id=sit_in_id, json={"summary": "x"})
+    filed = api.call("POST", "supervision", plan, 200, role="department", dept="gxj",
+                     activity_id=patrol_id, json={"summary": "走访软件园10家企业"})
+    assert (filed["plan"]["status"], filed["plan"]["content"]) == ("late", "走访软件园10家企业")
+    assert (filed["report"]["status"], filed["report"]["content"]) == ("pending", None)
+    api.call("POST", "supervision", plan, 409, activity_id=patrol_id, json={"summary": "再报"})
+
+    unknown = api.call("POST", "supervision", report, 422, activity_id=patrol_id, json={
+        **PATROL_REPORT, "service_items": [{**PATROL_REPORT["service_items"][0],
+                                            "responsible_unit": "nobody"}]})
+    assert "service_items.0.responsible_unit" in unknown["errors"]
+    reported = api.call("POST", "supervision", report, 200, role="bureau_admin",
+                        activity_id=patrol_id, json=PATROL_REPORT)
+    assert reported["report"]["status"] == "on_time"
+    assert reported["report"]["content"]["service_items"][0]["reg_no"] is None
+    api.call("POST", "supervision", report, 409, activity_id=patrol_id, json=PATROL_REPORT)
+
+    year = api.call("GET", "supervision", obligations, 200, role="viewer")
+    assert year["year"] == today.year and [s["month"] for s in year["sit_ins"]] == [3, 6, 9, 12]
+    digital = next(p for p in year["patrols"] if p["industry_chain"] == "digital_economy")
+    assert (digital["status"], digital["lead_unit"]) == ("met", "gxj")
+    (mine,) = [p for p in digital["patrols"] if p["activity_id"] == patrol_id]
+    assert (mine["plan"], mine["report"]) == ("late", "on_time")
+    api.call("GET", "supervision", obligations, 422, params={"year": "1999"})
+    api.call("GET", "supervision", obligations, 403, role="department", dept="gxj")
+    # The chain lead's clocks, listed under the activity's id: both met.
+    clocks = api.call("GET", "supervision", "/appeals/{reg_no}/deadlines", 200,
+                      reg_no=patrol_id)
+    assert sorted((c["kind"], c["dept_code"], c["state"]) for c in clocks) == [
+        ("plan", "gxj", "met"), ("report", "gxj", "met")]
 
 
 # --- supervision: class problems (类题破解) ------------------------------------------------

@@ -16,11 +16,11 @@ from appeals_common.http import Conflict, FieldErrors
 from appeals_common.nameko_ext import ServiceRuntime
 from appeals_common.settings import Settings
 from services.supervision import class_problem_usecases as classes
-from services.supervision import clocks
+from services.supervision import clocks, usecases
 from services.supervision.class_problems import ClusterSettings
 from services.supervision.escalation import WorkingHours
 from services.supervision.models import Base
-from tests.integration.test_supervision_clocks import CAL, Supervision, at
+from tests.integration.test_supervision_clocks import CAL, Supervision, at, run_days
 
 DEPARTMENTS = frozenset({"zjj", "zrzyj", "gxj"})
 SIMILAR = [
@@ -148,3 +148,26 @@ def test_two_replicas_detecting_together_suggest_each_class_once(sup):
     assert sorted(len(r) for r in results) == [0, 1]
     assert [e["data"]["class_id"] for e in events(sup, "class_problem.suggested")] == [
         f"LT-{sup.clock.now().year}-0001"]
+
+
+def test_an_overdue_class_draws_a_key_order_answered_by_its_resolution(sup):
+    for text in SIMILAR:
+        register(sup, text)
+    (suggested,) = classes.detect(sup.runtime, ClusterSettings())
+    class_id = suggested["class_id"]
+    classes.confirm(sup.runtime, DEPARTMENTS, class_id, {
+        "lead_entity": "zjj", "deadline": at("2026-11-30", 18).isoformat()}, "chief")
+    run_days(sup, at("2026-11-30", 0), days=13)  # order on 7 Dec, feedback due 14 Dec
+    order = next(m for m in sup.sent() if m["kind"] == "key_supervision_order")
+    assert order["reg_no"] == class_id and order["feedback_by"].startswith("2026-12-14")
+    feedback_reminder = next(m for m in sup.sent() if m["deadline"] == "feedback")
+    assert feedback_reminder["reg_no"] == class_id
+    # Its events are about no appeal (intake would have none to put them on).
+    reminded = [e for e in events(sup, "appeal.reminded") if e["data"]["deadline"] == "feedback"]
+    assert reminded and all(e["appeal_id"] is None for e in reminded)
+    classes.resolve(sup.runtime, class_id, {"measures": "推行告知承诺制"}, "zjj-user")
+    (answered,) = usecases.list_key_orders(sup.runtime, "answered", "zjj")
+    assert answered["order_no"] == order["order_no"] and answered["feedback"] == "推行告知承诺制"
+    before = len(sup.sent())
+    run_days(sup, at("2026-12-13", 0), days=5)
+    assert [m for m in sup.sent()[before:] if m["reg_no"] == class_id] == []

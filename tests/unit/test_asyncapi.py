@@ -548,8 +548,8 @@ SUPERVISION_KIND_FIELDS = {
     "reminder": DEADLINE_FIELDS,
     "supervision_notice": DEADLINE_FIELDS,
     # From the scan (deadline fields) or after an unsatisfied follow-up.
-    "key_supervision_order": DEADLINE_FIELDS | {"order_no", "feedback_required", "reasons",
-                                                "grade", "respond_by"},
+    "key_supervision_order": DEADLINE_FIELDS | {"order_no", "feedback_required", "feedback_by",
+                                                "reasons", "grade", "respond_by"},
 }
 
 
@@ -597,14 +597,25 @@ def test_department_messages_match_the_code() -> None:
     reply_result, _ = merged(message_payload(by_kind["reply_result"]))
     assert set(ReplyResultMessageSchema().fields) <= set(reply_result)
     assert enum_of(reply_result["status"]) == choices(ReplyResultMessageSchema().fields["status"])
+    from services.supervision.clocks import CLOCK_KINDS, ORDER_KINDS
+
     for kind, extra in SUPERVISION_KIND_FIELDS.items():
         props, required = merged(message_payload(by_kind[kind]))
         assert set(props) - set(common) == extra, kind
         assert resolve(props["assignment_id"])["type"] == "string", kind
         assert "assignment_id" in required, kind
-        # An assignment's deadlines (services/supervision/clocks.py) and a confirmed class
-        # problem's (class_problem_usecases.confirm opens a clock of kind `class`).
-        assert enum_of(props["deadline"]) == ["sign", "respond", "class"], kind
+        # Whatever supervision's clocks time (services/supervision/clocks.py): an
+        # assignment's deadlines, a confirmed class problem's, a key order's written
+        # feedback, a patrol's plan and report, a chain's yearly patrol, a list item -
+        # but only some of them escalate to a key supervision order.
+        kinds = ORDER_KINDS if kind == "key_supervision_order" else CLOCK_KINDS
+        assert len(enum_of(props["deadline"])) == len(kinds), kind
+        assert set(enum_of(props["deadline"])) == kinds, kind
+    order_props, order_required = merged(message_payload(by_kind["key_supervision_order"]))
+    assert "feedback_by" in order_required
+    issued_props, issued_required = merged(SCHEMAS["SupervisionOrderIssuedData"])
+    assert {"assignment_id", "feedback_by"} <= issued_required
+    assert set(enum_of(issued_props["deadline"])) == ORDER_KINDS
     # The bureau's decisions: what the unit is told, with the fields of the request bodies.
     from appeals_common.schemas import ExtensionDecisionSchema, ReturnDecisionSchema
 
@@ -624,6 +635,12 @@ def test_supervision_rules_are_stated_as_in_the_code() -> None:
     import os
     import warnings
 
+    from appeals_common.activity_schedule import (
+        PATROL_REMINDER_WORKING_DAYS,
+        PLAN_WORKING_DAYS_BEFORE,
+        REPORT_WORKING_DAYS_AFTER,
+        patrol_year_due,
+    )
     from appeals_common.metrics import load_calendar
     from appeals_common.reference import SATISFIED_GRADES
     from services.supervision import clocks
@@ -658,6 +675,20 @@ def test_supervision_rules_are_stated_as_in_the_code() -> None:
     assert f"once the deadline is {KEY_ORDER_AFTER_WORKING_DAYS} or more working days past" \
         in channel
     assert f"a new `respond_by` ({REOPEN_WORKING_DAYS} working days later)" in channel
+    assert f"`feedback_by` ({clocks.KEY_ORDER_FEEDBACK_WORKING_DAYS} working days after the " \
+        "order)" in channel
+    assert f"gets the `reminder` from {PATROL_REMINDER_WORKING_DAYS} working days before" \
+        in channel
+    assert clocks.REMIND_WORKING_DAYS == {"patrol": PATROL_REMINDER_WORKING_DAYS}
+    assert PLAN_WORKING_DAYS_BEFORE == REPORT_WORKING_DAYS_AFTER == 3
+    assert "by the end of the 3rd working day before the patrol" in channel
+    assert "by the end of the 3rd working day after it" in channel
+    assert "`feedback` (the written feedback, 书面反馈, a key supervision order asks for by " \
+        "its `feedback_by`)" in " ".join(SCHEMAS["DeadlineKind"]["description"].split())
+    assert f"on the {clocks.KEY_ORDER_FEEDBACK_WORKING_DAYS}th working day after the day of " \
+        "the order" in " ".join(SCHEMAS["FeedbackBy"]["description"].split())
+    assert f"reminded {PATROL_REMINDER_WORKING_DAYS} working days before" in " ".join(
+        SCHEMAS["DeadlineKind"]["description"].split())
     order = resolve(message_payload(by_kind[ORDER]))
     scan_shape, followup_shape = order["oneOf"]
     assert scan_shape["properties"]["working_days_overdue"]["minimum"] == \
@@ -674,6 +705,7 @@ def test_supervision_rules_are_stated_as_in_the_code() -> None:
         g for g in FOLLOWUP_GRADES if g not in SATISFIED_GRADES]
     # The examples are what the rules give at their sent_at.
     calendar = load_calendar(CONFIG, Settings().timezone)
+    chains = load_industry_chains(CONFIG, load_departments(CONFIG))
     for kind, before in ((REMINDER, frozenset()), (NOTICE, frozenset({REMINDER})),
                          (ORDER, frozenset({REMINDER, NOTICE}))):
         for example in by_kind[kind]["examples"]:
@@ -681,24 +713,42 @@ def test_supervision_rules_are_stated_as_in_the_code() -> None:
             sent_at = datetime.fromisoformat(m["sent_at"])
             if "deadline" in m:
                 due_at = datetime.fromisoformat(m["due_at"])
-                assert notices_due(due_at, before, sent_at, calendar, hours) == [kind], m
+                # The scan never orders about a duty outside ORDER_KINDS.
+                sent = before if m["deadline"] in clocks.ORDER_KINDS else before | {ORDER}
+                assert notices_due(due_at, sent, sent_at, calendar, hours,
+                                   clocks.REMIND_WORKING_DAYS.get(m["deadline"], 1)) == [kind], m
                 assert m["working_days_overdue"] == working_days_overdue(due_at, sent_at,
                                                                          calendar)
                 if kind == ORDER:
                     assert m["order_no"] == \
                         f"ZD-{m['reg_no']}-{m['dept_code']}-{m['deadline']}-{sent_at:%Y%m%d%H%M}"
+                    assert datetime.fromisoformat(m["feedback_by"]) == calendar.add_working_days(
+                        sent_at, clocks.KEY_ORDER_FEEDBACK_WORKING_DAYS).at
                 if m["deadline"] == "class":
                     assert m["reg_no"] == m["assignment_id"]
                     assert not problems(SCHEMAS["ClassId"], m["reg_no"])
+                elif m["deadline"] == "feedback":  # the order's reg_no, the order as duty
+                    assert re.fullmatch(SCHEMAS["OrderNo"]["pattern"], m["assignment_id"])
+                    assert m["assignment_id"].startswith(f"ZD-{m['reg_no']}-{m['dept_code']}-")
+                elif m["deadline"] not in ("sign", "respond"):  # no appeal's: one id
+                    assert m["reg_no"] == m["assignment_id"], m
+                if m["deadline"] == "patrol":
+                    chain, year = re.fullmatch(r"patrol-(.+)-([0-9]{4})", m["reg_no"]).groups()
+                    assert chains[chain].lead == m["dept_code"]
+                    assert due_at == patrol_year_due(calendar, int(year))
+                elif m["deadline"] == "item":
+                    assert not problems(SCHEMAS["ListItemId"], m["reg_no"])
             else:  # after an unsatisfied follow-up
                 assert datetime.fromisoformat(m["respond_by"]) == calendar.add_working_days(
                     sent_at, REOPEN_WORKING_DAYS).at
                 assert m["order_no"] == \
                     f"ZD-{m['reg_no']}-{m['dept_code']}-{sent_at:%Y%m%d%H%M%S}"
+                assert m["feedback_by"] == m["respond_by"]
             if "order_no" in m:
                 assert re.fullmatch(SCHEMAS["OrderNo"]["pattern"], m["order_no"]), m
     assert {e["payload"]["deadline"] for e in by_kind[REMINDER]["examples"]} == {
-        "respond", "class"}
+        "respond", "class", "feedback", "item", "patrol"}
+    assert {e["payload"]["deadline"] for e in by_kind[NOTICE]["examples"]} == {"respond", "plan"}
     # The events a scan emits are the supervision service's own, never reserved.
     for event_type in ("appeal.reminded", "appeal.overdue", "appeal.supervised",
                        "supervision_order.issued"):
@@ -809,7 +859,12 @@ def emitted(tmp_path_factory) -> list[dict[str, Any]]:
     whose enterprise cannot be reached, suggests class problems (类题破解) among similar
     appeals - the bureau confirms two, dismisses one, resolves and closes one - and at the
     end scans the deadlines with its clock moved across working days (reminders,
-    supervision notices, key supervision orders; about assignments and classes).
+    supervision notices, key supervision orders; about assignments and classes). Units
+    answer key supervision orders in writing (`feedback` replies: accepted on time and
+    late, refused), staff record walkthroughs (我陪群众走流程) and close their list items,
+    chain patrols are registered and their plans and reports filed (on time, late, and
+    some refused), and the chains' yearly patrols of 2024 are timed in December 2024 - so
+    the scans also chase feedback, plans, reports, yearly patrols and list items.
 
     Timestamps make the real round trip through SQLite (`appeals_common.db.UtcDateTime`):
     deadlines stored at assignment are read back aware and compared with aware times."""
@@ -819,7 +874,8 @@ def emitted(tmp_path_factory) -> list[dict[str, Any]]:
 def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     from marshmallow import ValidationError
 
-    from appeals_common.http import Conflict, FieldErrors, NotFound
+    from appeals_common.auth import Principal
+    from appeals_common.http import Conflict, FieldErrors, HttpError, NotFound
     from appeals_common.metrics import load_calendar
     from appeals_common.registries import load_routing_rules
     from services.dispatch import bureau
@@ -832,9 +888,10 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     from services.intake.classification import Classifier
     from services.intake.models import Base as IntakeBase
     from services.intake.models import TimelineEntry
+    from services.supervision import activities, clocks, walkthroughs
     from services.supervision import class_problem_usecases as classes
-    from services.supervision import clocks
     from services.supervision import usecases as supervision_uc
+    from services.supervision.activities import ChainLeads
     from services.supervision.class_problems import ClusterSettings
     from services.supervision.escalation import WorkingHours
     from services.supervision.models import Base as SupervisionBase
@@ -850,6 +907,9 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     ctx = dispatch_uc.DispatchContext(
         router=Router.from_config(load_routing_rules(CONFIG, departments)), calendar=calendar,
         policy=POLICY, departments=set(departments))
+    # Each key industry chain's lead unit (附件2), as supervision's service loads them.
+    chains = ChainLeads({code: chain.lead for code, chain in
+                         load_industry_chains(CONFIG, departments).items()})
     sent: list[dict[str, Any]] = []
 
     def collect(service: _Service) -> list[dict[str, Any]]:
@@ -866,7 +926,7 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
             if "dispatch.events" in queues:
                 dispatch_uc.on_event(dispatch.runtime, ctx, event)
             if "supervision.events" in queues:
-                supervision_uc.on_event(supervision.runtime, calendar, event)
+                supervision_uc.on_event(supervision.runtime, calendar, chains, event)
 
     example = MESSAGES["InboundAppeal"]["examples"][0]["payload"]
 
@@ -919,6 +979,16 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
         to_others(new)
         collect(supervision)
         return result
+
+    # 附件1: every key chain owes a patrol a year. In December 2024, with no patrol of
+    # that year registered, supervision's scan opens the chains' yearly clocks and their
+    # lead units are reminded (20 working days ahead); the scans of March 2025 chase them.
+    supervision.clock.moment = _local(2024, 12, 5, 10)
+    assert activities.open_year_clocks(supervision.runtime, calendar, chains) == len(chains.leads)
+    assert activities.open_year_clocks(supervision.runtime, calendar, chains) == 0
+    assert clocks.scan(supervision.runtime, calendar, WorkingHours()) == len(chains.leads)
+    to_others(collect(supervision))
+    supervision.clock.moment = NOW
 
     # Appeal A: the lead signs and responds; a satisfied follow-up closes it.
     a = submit("A-1", "留抵退税进度", "申请退税至今未到账。")
@@ -1011,6 +1081,35 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
         supervision.runtime, lead_b["reg_no"])["respond_by"]) == lead_b_now.respond_by
     reply(lead_b, "respond", outcome="explained", reply="已重新核查并解释。",
           contacted_at=NOW.isoformat())
+    # 书面反馈: the lead answers the order in writing. Refused: an order dispatch does not
+    # know for the assignment, the lead's order answered by the co-unit, a second answer.
+    # An order number of the unit and appeal dispatch has not seen yet is retried (the
+    # order's event may still be on its way), not refused.
+    (order_b,) = [json.loads(m["body"]) for m in followed_up
+                  if m["exchange"] == DISPATCH_EXCHANGE
+                  and json.loads(m["body"])["kind"] == "key_supervision_order"]
+    assert supervision_uc.list_key_orders(supervision.runtime, "open", lead_b["dept_code"])[0][
+        "order_no"] == order_b["order_no"]
+    unknown = reply(lead_b, "feedback", expect="refused", order_no="ZD-nonsense", feedback="已整改")
+    assert set(unknown["errors"]) == {"order_no"}
+    with pytest.raises(LookupError):
+        dispatch_uc.on_reply(dispatch.runtime, ctx, _delivery(
+            {"schema_version": 1, "assignment_id": lead_b["assignment_id"],
+             "reg_no": lead_b["reg_no"], "replied_at": NOW.isoformat(),
+             "order_no": f"ZD-{lead_b['reg_no']}-{lead_b['dept_code']}-20990101000000",
+             "feedback": "已整改"}, f"dept.{lead_b['dept_code']}.feedback", REPLIES_EXCHANGE))
+    assert not dispatch.new_messages()
+    not_theirs = reply(co_b, "feedback", expect="refused", order_no=order_b["order_no"],
+                       feedback="已配合整改")
+    assert set(not_theirs["errors"]) == {"order_no"}
+    reply(lead_b, "feedback", order_no=order_b["order_no"],
+          feedback="已约谈企业，重新核查并书面答复，整改措施见附件。")
+    twice = reply(lead_b, "feedback", expect="refused", order_no=order_b["order_no"],
+                  feedback="再次反馈")
+    assert "already answered" in twice["errors"]["order_no"][0]
+    (answered_b,) = supervision_uc.list_key_orders(supervision.runtime, "answered", None)
+    assert (answered_b["order_no"], answered_b["cause"], answered_b["late"]) == (
+        order_b["order_no"], "unsatisfied_followup", False)
 
     # Appeal C: returned by its lead; then refused replies.
     c = submit("C-1", "发票领用", "发票领用数量不够。", urgency="urgent")
@@ -1181,6 +1280,85 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     assert submit("F-2", "办事流程咨询", "想了解办事需要准备哪些材料。", channel="online",
                   category=None, industry_chain=None)
 
+    # 附件1: two chain patrols registered at intake. Supervision times each one's plan (3
+    # working days before) and report (3 working days after) for the lead unit of its
+    # chain - not the activity's own lead unit - and meets the chain's yearly patrol clock
+    # (this year's, opened first); the scans below chase the filings.
+    assert activities.open_year_clocks(supervision.runtime, calendar, chains) == len(chains.leads)
+
+    def patrol(held_on: str, title: str, lead_unit: str, chain: str) -> str:
+        registered = intake_uc.register_activity(intake.runtime, intake_ctx, {
+            "kind": "chain_patrol", "held_on": held_on, "title": title,
+            "lead_unit": lead_unit, "industry_chain": chain}, STAFF)
+        assert settle() == {}
+        return registered["activity_id"]
+
+    patrol_digital = patrol("2025-03-10", "数字经济链式巡诊", "kjj", "digital_economy")
+    patrol_logistics = patrol("2025-03-04", "现代物流链式巡诊", "fgj", "modern_logistics")
+    for chain in ("digital_economy", "modern_logistics"):
+        (year_clock,) = clocks.list_clocks(supervision.runtime, f"patrol-{chain}-2025")
+        assert (year_clock["kind"], year_clock["state"]) == ("patrol", "met")
+    staff = Principal(STAFF, "bureau_staff")
+    digital_lead = Principal("gxj-user", "department", chains.leads["digital_economy"])
+    logistics_lead = Principal("fgj-user", "department", chains.leads["modern_logistics"])
+    unknown_unit = {**PATROL_REPORT, "service_items": [
+        {**PATROL_REPORT["service_items"][0], "responsible_unit": "nobody"}]}
+    for error, fn, args in (  # refused, nothing emitted
+            (Conflict, activities.submit_plan, (activity["activity_id"], {"summary": "坐诊方案"},
+                                                staff, chains)),  # a sit-in files nothing
+            (HttpError, activities.submit_plan, (patrol_digital, {"summary": "巡诊方案"},
+                                                 Principal("kjj-user", "department", "kjj"),
+                                                 chains)),  # not the chain's lead unit
+            (NotFound, activities.submit_plan, (UNKNOWN_ACTIVITY, {"summary": "巡诊方案"}, staff,
+                                                chains)),
+            (ValidationError, activities.submit_plan, (patrol_digital, {"summary": ""}, staff,
+                                                       chains)),
+            (Conflict, activities.submit_report, (calendar, patrol_digital, PATROL_REPORT,
+                                                  digital_lead, chains, departments)),  # early
+            (FieldErrors, activities.submit_report, (calendar, patrol_logistics, unknown_unit,
+                                                     staff, chains, departments)),
+            (ValidationError, activities.submit_report, (calendar, patrol_logistics,
+                                                         {**PATROL_REPORT, "policies_delivered": -1},
+                                                         staff, chains, departments))):
+        with pytest.raises(error):
+            fn(supervision.runtime, *args)
+    assert not supervision.new_messages()
+
+    # 我陪群众走流程: staff walk a service process; each finding becomes a list item whose
+    # owner is chased by its deadline (`item` clocks) until it is closed out - during the
+    # scans below. Refused, nothing emitted: a 五看 score missing or out of range, an
+    # unknown mode, an unknown owner, a deadline already passed.
+    scores = {"accuracy": 4, "smoothness": 2, "proofs": 3, "experience": 3, "conduct": 5}
+    walk = {"service_item": "企业开办一网通办", "mode": "accompanied", "lead_unit": "swj",
+            "walked_on": "2025-03-03", "scores": scores, "summary": "陪同企业办理开办全流程",
+            "findings": [
+                {"list": "problem", "description": "线上线下材料要求不一致", "owner": "zjj",
+                 "due_at": _local(2025, 3, 5, 18).isoformat()},
+                {"list": "demand", "description": "希望提供帮办代办服务", "owner": "gxj",
+                 "due_at": _local(2025, 3, 6, 18).isoformat()},
+                {"list": "optimization", "description": "合并两个申请表单", "owner": "swj",
+                 "due_at": _local(2025, 3, 20, 18).isoformat()}]}
+    for bad, error in (
+            ({**walk, "scores": {**scores, "conduct": 6}, "mode": "by_phone"}, ValidationError),
+            ({**walk, "scores": {k: v for k, v in scores.items() if k != "proofs"}},
+             ValidationError),
+            ({**walk, "findings": [{**walk["findings"][0], "owner": "nobody",
+                                    "due_at": (NOW - timedelta(hours=1)).isoformat()}]},
+             FieldErrors)):
+        with pytest.raises(error):
+            walkthroughs.record(supervision.runtime, frozenset(departments), bad, STAFF)
+    assert not supervision.new_messages()
+    walked = walkthroughs.record(supervision.runtime, frozenset(departments), walk, STAFF)
+    first_item, second_item, _ = (i["item_id"] for i in walked["items"])
+    quick = walkthroughs.record(supervision.runtime, frozenset(departments), {
+        "service_item": "不动产登记", "mode": "in_person", "lead_unit": "zrzyj",
+        "walked_on": "2025-03-02", "scores": dict.fromkeys(scores, 5)}, STAFF)
+    assert (quick["items"], quick["summary"]) == ([], "")
+    to_others(collect(supervision))
+    with pytest.raises(NotFound):
+        walkthroughs.close_item(supervision.runtime, "WT-19990101-00000000-1",
+                                {"resolution": "x"}, STAFF)
+
     # Staff reclassify E twice (category, then chain), then withdraw it: dispatch keeps
     # its copy current and withdraws the open assignment, so a later reply is refused.
     intake_uc.reclassify(intake.runtime, intake_ctx, lead_e["reg_no"],
@@ -1293,10 +1471,58 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     for closed_hours in (_local(2025, 3, 4, 8, 59), _local(2025, 3, 5, 17, 30),
                          _local(2025, 3, 8, 10)):  # before, after hours; a Saturday
         assert scan_at(closed_hours) == 0
-    for day in (4, 5, 10, 11, 17):
+    def answer(order: dict[str, Any], text: str) -> None:
+        """The unit's written feedback on a key supervision order, at supervision's time."""
+        dispatch.clock.moment = supervision.clock.moment
+        reply({k: order[k] for k in ("assignment_id", "reg_no", "dept_code")}, "feedback",
+              order_no=order["order_no"], feedback=text)
+        dispatch.clock.moment = NOW
+
+    def scan_orders(issued_on: int) -> list[dict[str, Any]]:
+        """The scan's key supervision orders about assignments issued that March day."""
+        bodies = [json.loads(m["body"]) for m in sent if m["exchange"] == DISPATCH_EXCHANGE]
+        return [b for b in bodies if b["kind"] == "key_supervision_order"
+                and b.get("deadline") in ("sign", "respond")
+                and datetime.fromisoformat(b["sent_at"]).date() == date(2025, 3, issued_on)]
+
+    for day in (4, 5, 10, 11, 17, 19):
         assert scan_at(_local(2025, 3, day, 9, 30)) > 0, day
         assert scan_at(_local(2025, 3, day, 15)) == 0, f"each notice once ({day})"
+        if day == 10:  # chased the day before, the chain's lead files its plan late
+            filed = activities.submit_plan(supervision.runtime, patrol_digital,
+                                           {"summary": "走访软件园10家企业，宣讲数字经济政策"},
+                                           digital_lead, chains)
+            assert (filed["plan"]["status"], filed["report"]["status"]) == ("late", "pending")
+            with pytest.raises(Conflict):
+                activities.submit_plan(supervision.runtime, patrol_digital,
+                                       {"summary": "再次报送"}, staff, chains)
+            to_others(collect(supervision))
+        if day == 11:  # the reports, one on time, one late; a list item closed late
+            filed = activities.submit_report(supervision.runtime, calendar, patrol_digital,
+                                             PATROL_REPORT, staff, chains, departments)
+            assert filed["report"]["status"] == "on_time"
+            activities.submit_report(supervision.runtime, calendar, patrol_logistics,
+                                     {**PATROL_REPORT, "service_items": [],
+                                      "class_problems": [], "summary": "走访物流园区企业8家"},
+                                     logistics_lead, chains, departments)
+            with pytest.raises(Conflict):
+                activities.submit_report(supervision.runtime, calendar, patrol_logistics,
+                                         PATROL_REPORT, staff, chains, departments)
+            walkthroughs.close_item(supervision.runtime, second_item,
+                                    {"resolution": "开设帮办代办窗口"}, STAFF)
+            with pytest.raises(Conflict):
+                walkthroughs.close_item(supervision.runtime, second_item,
+                                        {"resolution": "再次销号"}, STAFF)
+            to_others(collect(supervision))
+        if day == 17:  # reminded of the feedback due tomorrow, a unit answers in time
+            answer(scan_orders(11)[0], "已签收并办理，说明超期原因及整改措施")
+        if day == 19:  # chased this morning, another answers late
+            answer(scan_orders(11)[1], "超期签收系人员调整所致，已落实专人负责")
         if day == 5:
+            # A list item closed out in time, the day it was due.
+            walkthroughs.close_item(supervision.runtime, first_item,
+                                    {"resolution": "统一了线上线下材料清单"}, STAFF)
+            to_others(collect(supervision))
             # Reminded of the class's deadline, the lead entity reports its measures
             # (the clock is met); the bureau closes the class and every linked appeal
             # is annotated - intake puts that on the appeals' timelines.
@@ -1321,6 +1547,16 @@ def _local(*parts: int) -> datetime:
 
 
 STAFF = "wang"  # a staff member's token subject
+# A chain patrol's report (链式巡诊开展情况报告) with its 附件3 service item list.
+PATROL_REPORT = {
+    "policies_delivered": 6, "enterprises_served": 12, "class_problems": ["数据中心用电报装慢"],
+    "summary": "走访软件园企业12家，宣讲数字经济扶持政策",
+    "service_items": [
+        {"enterprise_name": "某软件公司", "contact_name": "王五", "contact_phone": "13912345678",
+         "item": "高新技术企业认定辅导", "responsible_unit": "kjj", "status": "in_progress"},
+        {"enterprise_name": "某数据服务公司", "item": "数据中心用电报装",
+         "responsible_unit": "fgj", "status": "done", "reg_no": None,
+         "remarks": "已协调供电部门"}]}
 # Appeals of three classes (类题破解): each group shares a category and a chain.
 POWER_APPEALS = [
     ("冷链仓库用电增容申请迟迟未批", "冷链仓库扩建后需要用电增容，申请提交一个月供电部门仍未答复。"),
@@ -1498,8 +1734,9 @@ def test_emitted_staff_events_tell_consumers_enough(emitted) -> None:
             assert appeal_id not in dispatched and events[-1] == "appeal.closed"
     assert all(r["_appeal_id"] in dispatched for r in registered if not r["resolved_on_spot"])
     # Activities: appeal_id null; an appeal taken at one names it.
-    (activity,) = _event_data(emitted, "activity.registered")
-    assert activity["_appeal_id"] is None
+    activities = _event_data(emitted, "activity.registered")
+    assert all(a["_appeal_id"] is None for a in activities)
+    (activity,) = [a for a in activities if a["kind"] == "sit_in"]
     assert [r["reg_no"] for r in registered if r["activity_id"] == activity["activity_id"]]
     # Reclassification keeps the codes and rules before; the second sees the first's rule.
     first, second = _event_data(emitted, "appeal.reclassified")
@@ -1841,9 +2078,12 @@ def test_emitted_followup_order_and_closure(emitted) -> None:
     assert (order["dept_code"], order["assignment_id"]) == (answered["dept_code"],
                                                             answered["assignment_id"])
     assert issued["data"] == {"reg_no": order["reg_no"], "actor": STAFF,
-                              **{k: order[k] for k in ("dept_code", "order_no", "reasons",
-                                                       "grade", "respond_by",
-                                                       "feedback_required")}}
+                              **{k: order[k] for k in ("dept_code", "assignment_id",
+                                                       "order_no", "reasons", "grade",
+                                                       "respond_by", "feedback_required",
+                                                       "feedback_by")}}
+    # The written feedback is due with the new answer.
+    assert order["feedback_by"] == order["respond_by"]
     assert order["reasons"] == followup["data"]["comments"]
     assert order["grade"] == followup["data"]["grade"] == reopened["data"]["grade"]
     assert (reopened["data"]["order_no"], reopened["data"]["respond_by"]) == (
@@ -1858,6 +2098,239 @@ def test_emitted_followup_order_and_closure(emitted) -> None:
     assert closed["contact_attempts"] >= 3 and closed["note"]
     reasons = {d["reason"] for d in _event_data(emitted, "appeal.closed")}
     assert reasons == {"satisfied_followup", "enterprise_unreachable"}
+
+
+def _supervision_notices(emitted: list[dict[str, Any]], *deadlines: str) -> list[dict]:
+    """Supervision's reminders, notices and orders about the given kinds of deadline."""
+    return [m for kind in SCAN_EVENTS for m in _dept_messages(emitted, kind)
+            if m.get("deadline") in deadlines]
+
+
+def _check_notice_timing(m: dict[str, Any], calendar: Any) -> None:
+    """A reminder before its deadline (from the working day before, or 20 working days
+    before for a yearly patrol), a supervision notice from the working day after it."""
+    from services.supervision.clocks import REMIND_WORKING_DAYS
+
+    sent_at, due_at = (datetime.fromisoformat(m[k]) for k in ("sent_at", "due_at"))
+    sent_day, due_day = calendar.local_date(sent_at), calendar.local_date(due_at)
+    if m["kind"] == "reminder":
+        remind_from = due_day
+        for _ in range(REMIND_WORKING_DAYS.get(m["deadline"], 1)):
+            remind_from = calendar.previous_working_day(remind_from)
+        assert sent_at <= due_at and sent_day >= remind_from, m
+        assert m["working_days_overdue"] == 0
+    else:
+        assert m["kind"] == "supervision_notice", m
+        assert sent_at > due_at and sent_day >= calendar.next_working_day(due_day), m
+        assert m["working_days_overdue"] == calendar.working_days_between(due_day, sent_day)
+
+
+def _check_notice_events(emitted: list[dict[str, Any]], m: dict[str, Any],
+                         appeal_id: str | None) -> None:
+    """The events a notice goes with carry its fields and the given appeal_id."""
+    event_types = SCAN_EVENTS[m["kind"]]
+    found = [b for b in _event_bodies(emitted, *event_types)
+             if (b["data"]["assignment_id"], b["data"]["deadline"], b["event_type"]) in
+             {(m["assignment_id"], m["deadline"], t) for t in event_types}
+             and abs(datetime.fromisoformat(b["occurred_at"])
+                     - datetime.fromisoformat(m["sent_at"])) < timedelta(seconds=1)]
+    assert sorted(b["event_type"] for b in found) == sorted(event_types), m
+    assert all(b["appeal_id"] == appeal_id and b["producer"] == "supervision" for b in found), m
+
+
+def test_emitted_written_feedback_follows_the_orders(emitted) -> None:
+    """书面反馈: every key supervision order says when its written feedback is due; units
+    answer with `feedback` replies - accepted once per order, on time or late, refused
+    otherwise - and supervision reminds and chases the answers still owed, about the
+    order's appeal and never with another order."""
+    from appeals_common.metrics import load_calendar
+    from services.supervision.clocks import KEY_ORDER_FEEDBACK_WORKING_DAYS
+
+    calendar = load_calendar(CONFIG, Settings().timezone)
+    orders = {m["order_no"]: m for m in _dept_messages(emitted, "key_supervision_order")}
+    for m in orders.values():
+        sent_at = datetime.fromisoformat(m["sent_at"])
+        due = calendar.add_working_days(sent_at, KEY_ORDER_FEEDBACK_WORKING_DAYS).at \
+            if "deadline" in m else datetime.fromisoformat(m["respond_by"])
+        assert datetime.fromisoformat(m["feedback_by"]) == due, m
+    issued = {b["data"]["order_no"]: b for b in _event_bodies(emitted, "supervision_order.issued")}
+    assert set(issued) == set(orders)
+    for order_no, b in issued.items():
+        assert {k: b["data"][k] for k in ("reg_no", "assignment_id", "dept_code", "feedback_by")} \
+            == {k: orders[order_no][k] for k in ("reg_no", "assignment_id", "dept_code",
+                                                  "feedback_by")}
+
+    answered = _event_bodies(emitted, "supervision_order.answered")
+    assert len({b["data"]["order_no"] for b in answered}) == len(answered), "once per order"
+    assert {b["data"]["on_time"] for b in answered} == {True, False}
+    assert {"deadline" in orders[b["data"]["order_no"]] for b in answered} == {True, False}, \
+        "orders of the scan and after a follow-up are answered"
+    results = {r["reply_message_id"]: r for r in _dept_messages(emitted, "reply_result")}
+    for b in answered:
+        data, order = b["data"], orders[b["data"]["order_no"]]
+        assert b["producer"] == "dispatch" and b["appeal_id"] == issued[order["order_no"]][
+            "appeal_id"] is not None
+        assert (data["reg_no"], data["assignment_id"], data["dept_code"]) == (
+            order["reg_no"], order["assignment_id"], order["dept_code"])
+        assert data["actor"] == f"dept:{order['dept_code']}" and data["feedback"]
+        assert data["on_time"] == (datetime.fromisoformat(data["answered_at"])
+                                   <= datetime.fromisoformat(order["feedback_by"]))
+        result = results[b["correlation_id"]]  # the reply it came from was accepted
+        assert (result["action"], result["status"], result["assignment_id"]) == (
+            "feedback", "accepted", order["assignment_id"])
+    refused = [r for r in results.values() if r["action"] == "feedback" and r["status"] == "refused"]
+    assert len(refused) == 3 and all(set(r["errors"]) == {"order_no"} for r in refused)
+
+    # The feedback still owed: reminded, then chased (never ordered), about the order's
+    # appeal; nothing once answered.
+    answered_at = {b["data"]["order_no"]: datetime.fromisoformat(b["occurred_at"])
+                   for b in answered}
+    notices = _supervision_notices(emitted, "feedback")
+    assert {m["kind"] for m in notices} == {"reminder", "supervision_notice"}
+    keys = [(m["assignment_id"], m["kind"]) for m in notices]
+    assert len(keys) == len(set(keys)), "each notice once per order"
+    for m in notices:
+        order = orders[m["assignment_id"]]
+        assert (m["reg_no"], m["dept_code"]) == (order["reg_no"], order["dept_code"])
+        assert datetime.fromisoformat(m["due_at"]) == datetime.fromisoformat(order["feedback_by"])
+        assert not answered_at.get(order["order_no"], datetime.fromisoformat(m["sent_at"])) < \
+            datetime.fromisoformat(m["sent_at"]), m
+        _check_notice_timing(m, calendar)
+        _check_notice_events(emitted, m, issued[order["order_no"]]["appeal_id"])
+    last_scan = _local(2025, 3, 19, 9, 30)  # chased: every answer due before it, still owed
+    assert {m["assignment_id"] for m in notices if m["kind"] == "supervision_notice"} == {
+        o for o, m in orders.items() if datetime.fromisoformat(m["feedback_by"]) < last_scan
+        and answered_at.get(o, last_scan) >= last_scan}
+
+
+def test_emitted_walkthroughs_and_their_list_items(emitted) -> None:
+    """我陪群众走流程: a walkthrough's findings become list items (ids after the
+    walkthrough's), each owner chased by the item's deadline until it is closed out -
+    on time or late; none of it is about an appeal."""
+    from appeals_common.metrics import load_calendar
+
+    calendar = load_calendar(CONFIG, Settings().timezone)
+    recorded = _event_bodies(emitted, "walkthrough.recorded")
+    closed = _event_bodies(emitted, "walkthrough_item.closed")
+    assert all(b["producer"] == "supervision" and b["appeal_id"] is None
+               and b["correlation_id"] is None and b["data"]["actor"] == STAFF
+               for b in recorded + closed)
+    assert sorted(len(b["data"]["items"]) for b in recorded) == [0, 3]
+    items = {}
+    for b in recorded:
+        w = b["data"]
+        assert [i["item_id"] for i in w["items"]] == [
+            f"{w['walkthrough_id']}-{n}" for n in range(1, len(w["items"]) + 1)]
+        items.update({i["item_id"]: {**i, "walkthrough_id": w["walkthrough_id"]}
+                      for i in w["items"]})
+    assert [i["list"] for i in items.values()] == ["problem", "demand", "optimization"]
+    closed_at = {}
+    for b in closed:
+        c, item = b["data"], items[b["data"]["item_id"]]
+        assert (c["walkthrough_id"], c["list"], c["owner"]) == (
+            item["walkthrough_id"], item["list"], item["owner"])
+        assert c["closed_at"] == b["occurred_at"] and c["resolution"]
+        assert c["on_time"] == (datetime.fromisoformat(c["closed_at"])
+                                <= datetime.fromisoformat(item["due_at"]))
+        closed_at[c["item_id"]] = datetime.fromisoformat(c["closed_at"])
+    assert len(closed_at) == len(closed) == 2 and {b["data"]["on_time"] for b in closed} == {
+        True, False}
+    notices = _supervision_notices(emitted, "item")
+    assert {m["kind"] for m in notices} == {"reminder", "supervision_notice"}
+    assert {m["reg_no"] for m in notices} == set(items), "every item chased until closed"
+    for m in notices:
+        item = items[m["reg_no"]]
+        assert (m["assignment_id"], m["dept_code"]) == (m["reg_no"], item["owner"])
+        assert datetime.fromisoformat(m["due_at"]) == datetime.fromisoformat(item["due_at"])
+        sent_at = datetime.fromisoformat(m["sent_at"])
+        assert not closed_at.get(m["reg_no"], sent_at) < sent_at, m
+        _check_notice_timing(m, calendar)
+        _check_notice_events(emitted, m, None)
+
+
+def test_emitted_patrol_obligations_go_to_the_chain_leads(emitted) -> None:
+    """附件1: a chain patrol's plan and report are timed from its day and chased to the
+    lead unit of its chain until filed (on time or late, with the 附件3 list); each key
+    chain without a patrol in a year is reminded 20 working days before the year's last
+    working day and chased after it. None of it is about an appeal."""
+    from appeals_common.activity_schedule import patrol_year_due, plan_due, report_due
+    from appeals_common.metrics import load_calendar
+    from appeals_common.schemas import PatrolReportSchema
+
+    calendar = load_calendar(CONFIG, Settings().timezone)
+    chains = load_industry_chains(CONFIG, load_departments(CONFIG))
+    patrols = {a["activity_id"]: a for a in _event_data(emitted, "activity.registered")
+               if a["kind"] == "chain_patrol"}
+    assert len(patrols) == 2
+    assert any(a["lead_unit"] != chains[a["industry_chain"]].lead for a in patrols.values())
+    plans = _event_bodies(emitted, "activity.plan_submitted")
+    reports = _event_bodies(emitted, "activity.report_submitted")
+    filed = {}
+    for b in plans + reports:
+        data, name = b["data"], b["event_type"].split(".")[1].split("_")[0]
+        patrol = patrols[data["activity_id"]]
+        assert b["producer"] == "supervision" and b["appeal_id"] is None
+        assert {k: data[k] for k in ("industry_chain", "lead_unit", "held_on")} == {
+            k: patrol[k] for k in ("industry_chain", "lead_unit", "held_on")}
+        due = (plan_due if name == "plan" else report_due)(
+            calendar, date.fromisoformat(patrol["held_on"]))
+        assert datetime.fromisoformat(data[f"{name}_due_at"]) == due
+        assert data["submitted_at"] == b["occurred_at"]
+        assert data["on_time"] == (datetime.fromisoformat(data["submitted_at"]) <= due)
+        assert data["actor"] in (STAFF, f"{chains[patrol['industry_chain']].lead}-user")
+        filed[data["activity_id"], name] = datetime.fromisoformat(data["submitted_at"])
+    assert [b["data"]["on_time"] for b in plans] == [False]
+    assert sorted(b["data"]["on_time"] for b in reports) == [False, True]
+    for b in reports:  # as filed, with the defaults of the 附件3 rows filled in
+        data = b["data"]
+        loaded = PatrolReportSchema().load({k: data[k] for k in PATROL_REPORT})
+        assert {k: data[k] for k in PATROL_REPORT} == loaded
+    (digital,) = [b["data"] for b in reports if b["data"]["service_items"]]
+    assert digital["service_items"] == PatrolReportSchema().load(PATROL_REPORT)["service_items"]
+    assert digital["service_items"][1]["contact_phone"] is None
+
+    notices = _supervision_notices(emitted, "plan", "report")
+    assert {(m["kind"], m["deadline"]) for m in notices} == {
+        ("reminder", "plan"), ("supervision_notice", "plan"), ("supervision_notice", "report")}
+    for m in notices:
+        patrol = patrols[m["reg_no"]]
+        assert (m["assignment_id"], m["dept_code"]) == (
+            m["reg_no"], chains[patrol["industry_chain"]].lead)
+        due = (plan_due if m["deadline"] == "plan" else report_due)(
+            calendar, date.fromisoformat(patrol["held_on"]))
+        assert datetime.fromisoformat(m["due_at"]) == due
+        sent_at = datetime.fromisoformat(m["sent_at"])
+        assert not filed.get((m["reg_no"], m["deadline"]), sent_at) < sent_at, m
+        _check_notice_timing(m, calendar)
+        _check_notice_events(emitted, m, None)
+
+    yearly = _supervision_notices(emitted, "patrol")
+    assert sorted((m["reg_no"], m["kind"]) for m in yearly) == sorted(
+        (f"patrol-{chain}-2024", kind) for chain in chains
+        for kind in ("reminder", "supervision_notice"))
+    for m in yearly:
+        chain = m["reg_no"].removeprefix("patrol-").removesuffix("-2024")
+        assert (m["assignment_id"], m["dept_code"]) == (m["reg_no"], chains[chain].lead)
+        assert datetime.fromisoformat(m["due_at"]) == patrol_year_due(calendar, 2024)
+        _check_notice_timing(m, calendar)
+        _check_notice_events(emitted, m, None)
+
+
+def test_emitted_notices_cover_every_duty(emitted) -> None:
+    """The run chases every kind of duty supervision's clocks time, and only a unit's
+    work on an appeal or a class escalates to a key supervision order."""
+    from services.supervision.clocks import APPEAL_KINDS, CLOCK_KINDS, ORDER_KINDS
+
+    sent = {(m["kind"], m["deadline"]) for m in _supervision_notices(emitted, *CLOCK_KINDS)}
+    # (No scan of the run falls in a report's reminder window: reports are chased after.)
+    assert sent == {("reminder", kind) for kind in CLOCK_KINDS - {"report"}} | {
+        ("supervision_notice", kind) for kind in CLOCK_KINDS} | {
+        ("key_supervision_order", kind) for kind in ORDER_KINDS}
+    appeals = {d["_appeal_id"] for d in _event_data(emitted, "appeal.registered")}
+    for b in _event_bodies(emitted, *{t for types in SCAN_EVENTS.values() for t in types}):
+        if b["data"].get("deadline"):  # about a registered appeal, or about no appeal at all
+            about_appeal = b["data"]["deadline"] in APPEAL_KINDS
+            assert (b["appeal_id"] in appeals if about_appeal else b["appeal_id"] is None), b
 
 
 def test_retry_and_dead_letter_headers_match() -> None:

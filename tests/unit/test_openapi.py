@@ -7,7 +7,10 @@
 * its request bodies mirror the marshmallow schemas the use cases load (field names
   with data_key, required, nullability, defaults, lengths, enums, ranges, patterns),
   and agree with them on sample bodies; the query parameters of GET /appeals are
-  SearchSchema's fields.
+  SearchSchema's fields;
+* supervision's vocabularies (walkthrough modes, lists and 五看 standards, key order
+  causes, clock kinds) are the code's, and GET /activity-obligations has the shape
+  `appeals_common.activity_schedule.compliance` gives.
 """
 
 from __future__ import annotations
@@ -34,13 +37,17 @@ from appeals_common.schemas import (
     ActivitySchema,
     ExtensionDecisionSchema,
     FollowupSchema,
+    ItemClosureSchema,
     OnSpotAppealSchema,
     OverrideSchema,
+    PatrolPlanSchema,
+    PatrolReportSchema,
     ReclassifySchema,
     ReturnDecisionSchema,
     SearchSchema,
     StaffAppealSchema,
     UnreachableClosureSchema,
+    WalkthroughSchema,
     WithdrawSchema,
 )
 from appeals_common.settings import DEFAULT_HTTP_PORTS
@@ -82,6 +89,10 @@ REQUEST_SCHEMAS: dict[tuple[str, str], type[Schema]] = {
     ("POST", "/class-problems/{class_id}/resolution"): ResolveSchema,
     ("POST", "/class-problems/{class_id}/closure"): CloseSchema,
     ("POST", "/class-problems/{class_id}/dismissal"): DismissSchema,
+    ("POST", "/walkthroughs"): WalkthroughSchema,
+    ("POST", "/list-items/{item_id}/closure"): ItemClosureSchema,
+    ("POST", "/activities/{activity_id}/plan"): PatrolPlanSchema,
+    ("POST", "/activities/{activity_id}/report"): PatrolReportSchema,
 }
 
 # Operations with a path parameter that never answer 404: an unknown appeal simply has
@@ -174,6 +185,7 @@ def types_of(schema: dict) -> set[str]:
 
 JSON_TYPES: list[tuple[type, str, str | None]] = [  # most specific first
     (fields.Nested, "object", None),
+    (fields.Dict, "object", None),
     (fields.List, "array", None),
     (fields.Boolean, "boolean", None),
     (fields.Integer, "integer", None),
@@ -220,6 +232,17 @@ def compare_field(spec: dict, where: str, field: fields.Field, doc: dict,
         compare_schema(spec, where, field.schema, doc)
     if isinstance(field, fields.List):
         compare_field(spec, f"{where}[]", field.inner, doc["items"])
+    if isinstance(field, fields.Dict):
+        # Keys from a fixed list: each one a property; otherwise additionalProperties.
+        keys = next((list(v.choices) for v in field.key_field.validators
+                     if isinstance(v, validate.OneOf)), None) if field.key_field else None
+        if keys is None:
+            compare_field(spec, f"{where}{{}}", field.value_field, doc["additionalProperties"])
+        else:
+            assert set(doc.get("properties", {})) == set(keys), f"{where}: keys"
+            assert doc.get("additionalProperties") is False, f"{where}: only those keys"
+            for key in keys:
+                compare_field(spec, f"{where}.{key}", field.value_field, doc["properties"][key])
 
 
 def compare_schema(spec: dict, where: str, schema: Schema, doc: dict) -> None:
@@ -290,7 +313,19 @@ def test_found_every_service_route():
         *(("POST", f"/class-problems/{{class_id}}/{step}")
           for step in ("confirmation", "resolution", "closure", "dismissal"))}
     assert all(set(routes[key]) == {"supervision"} for key in class_routes)
-    assert len(routes) == 26
+    supervision_routes = {key for key, served in routes.items() if set(served) == {"supervision"}}
+    assert supervision_routes == class_routes | {
+        ("POST", "/appeals/{reg_no}/followups"), ("POST", "/appeals/{reg_no}/closure"),
+        ("GET", "/appeals/{reg_no}/clock"), ("GET", "/appeals/{reg_no}/deadlines"),
+        ("GET", "/supervision-orders"),
+        ("POST", "/walkthroughs"), ("GET", "/walkthroughs"),
+        ("GET", "/walkthroughs/{walkthrough_id}"),
+        ("GET", "/list-items"), ("POST", "/list-items/{item_id}/closure"),
+        ("POST", "/activities/{activity_id}/plan"), ("POST", "/activities/{activity_id}/report"),
+        ("GET", "/activity-obligations")}
+    # Reporting's routes are counted apart (its exports come and go with that service).
+    reporting_only = {key for key, served in routes.items() if set(served) == {"reporting"}}
+    assert len(routes) - len(reporting_only) == 34
 
 
 def test_roles_and_security_match_the_api_decorator(spec):
@@ -389,6 +424,21 @@ def _with(base: dict, **changes: Any) -> dict:
             body[key] = value
     return body
 
+
+WALKTHROUGH = {
+    "service_item": "企业开办一网通办", "mode": "accompanied", "lead_unit": "swj",
+    "walked_on": "2026-11-26", "summary": "陪同企业办理开办全流程",
+    "scores": {"accuracy": 4, "smoothness": 2, "proofs": 3, "experience": 3, "conduct": 5},
+    "findings": [{"list": "problem", "description": "线上线下材料要求不一致", "owner": "zjj",
+                  "due_at": "2026-12-04T17:00:00+08:00"}],
+}
+PATROL_REPORT = {
+    "policies_delivered": 6, "enterprises_served": 12, "class_problems": ["数据中心用电报装慢"],
+    "summary": "走访软件园企业12家",
+    "service_items": [{"enterprise_name": "某软件公司", "contact_name": "王五",
+                       "contact_phone": "13912345678", "item": "高新技术企业认定辅导",
+                       "responsible_unit": "gxj", "status": "in_progress"}],
+}
 
 AGREEMENT_CASES: list[tuple[str, type[Schema], dict]] = [
     ("StaffAppeal", StaffAppealSchema, BASE_APPEAL),
@@ -541,6 +591,60 @@ AGREEMENT_CASES: list[tuple[str, type[Schema], dict]] = [
     ("ClassDismissal", DismissSchema, {"reason": "理" * 1001}),
     ("ClassDismissal", DismissSchema, {}),
     ("ClassDismissal", DismissSchema, {"reason": "x", "actor": "me"}),
+    ("Walkthrough", WalkthroughSchema, WALKTHROUGH),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, summary=missing, findings=[])),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, findings=missing)),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, scores={**WALKTHROUGH["scores"],
+                                                                  "conduct": 6})),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, scores={**WALKTHROUGH["scores"],
+                                                                  "conduct": "5"})),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, scores={
+        k: v for k, v in WALKTHROUGH["scores"].items() if k != "proofs"})),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, scores={**WALKTHROUGH["scores"],
+                                                                  "speed": 3})),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, mode="by_phone")),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, lead_unit="SWJ")),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, walked_on=20261126)),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, service_item="")),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, summary=None)),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, findings=[
+        {**WALKTHROUGH["findings"][0], "list": "wishes"}])),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, findings=[
+        {**WALKTHROUGH["findings"][0], "due_at": None}])),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, findings=[
+        {k: v for k, v in WALKTHROUGH["findings"][0].items() if k != "owner"}])),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, findings=[
+        WALKTHROUGH["findings"][0]] * 101)),
+    ("Walkthrough", WalkthroughSchema, _with(WALKTHROUGH, state="open")),
+    ("ItemClosure", ItemClosureSchema, {"resolution": "统一了材料清单"}),
+    ("ItemClosure", ItemClosureSchema, {"resolution": ""}),
+    ("ItemClosure", ItemClosureSchema, {"resolution": "办" * 2001}),
+    ("ItemClosure", ItemClosureSchema, {}),
+    ("ItemClosure", ItemClosureSchema, {"resolution": "x", "state": "closed"}),
+    ("PatrolPlan", PatrolPlanSchema, {"summary": "走访软件园10家企业"}),
+    ("PatrolPlan", PatrolPlanSchema, {"summary": ""}),
+    ("PatrolPlan", PatrolPlanSchema, {"summary": None}),
+    ("PatrolPlan", PatrolPlanSchema, {"summary": "x", "held_on": "2026-12-17"}),
+    ("PatrolReport", PatrolReportSchema, PATROL_REPORT),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, class_problems=missing,
+                                               service_items=missing)),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, policies_delivered=-1)),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, enterprises_served=100_001)),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, enterprises_served="12")),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, summary=missing)),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, class_problems=[""])),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, service_items=[
+        {**PATROL_REPORT["service_items"][0], "status": "lost"}])),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, service_items=[
+        {**PATROL_REPORT["service_items"][0], "contact_phone": None, "reg_no": None,
+         "contact_name": "", "remarks": ""}])),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, service_items=[
+        {**PATROL_REPORT["service_items"][0], "responsible_unit": "GXJ"}])),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, service_items=[
+        {**PATROL_REPORT["service_items"][0], "reg_no": "W" * 33}])),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, service_items=[
+        {k: v for k, v in PATROL_REPORT["service_items"][0].items() if k != "item"}])),
+    ("PatrolReport", PatrolReportSchema, _with(PATROL_REPORT, activity_id="x")),
 ]
 
 
@@ -570,7 +674,11 @@ def test_request_components_are_the_ones_referenced(spec):
                 ("POST", "/class-problems/{class_id}/confirmation"): "ClassConfirmation",
                 ("POST", "/class-problems/{class_id}/resolution"): "ClassResolution",
                 ("POST", "/class-problems/{class_id}/closure"): "ClassClosure",
-                ("POST", "/class-problems/{class_id}/dismissal"): "ClassDismissal"}
+                ("POST", "/class-problems/{class_id}/dismissal"): "ClassDismissal",
+                ("POST", "/walkthroughs"): "Walkthrough",
+                ("POST", "/list-items/{item_id}/closure"): "ItemClosure",
+                ("POST", "/activities/{activity_id}/plan"): "PatrolPlan",
+                ("POST", "/activities/{activity_id}/report"): "PatrolReport"}
     for key, name in expected.items():
         assert body_schema(spec, *key) == {"$ref": f"#/components/schemas/{name}"}
 
@@ -605,6 +713,11 @@ def test_deadlines_are_supervision_clocks(spec):
     assert set(deadline["properties"]) == {"assignment_id", "dept_code", "kind", "due_at",
                                            "state", *SENT_COLUMN.values()}
     assert set(deadline["required"]) == set(deadline["properties"])
+    # Whatever supervision's clocks time: an appeal's deadlines and the other duties.
+    from services.supervision.clocks import CLOCK_KINDS
+
+    kinds = deadline["properties"]["kind"]["enum"]
+    assert len(kinds) == len(CLOCK_KINDS) and set(kinds) == CLOCK_KINDS
 
 
 def test_integer_fractions_are_refused_though_json_schema_counts_them(spec):
@@ -647,3 +760,70 @@ def test_class_problems_are_supervision_s(spec):
             "$ref": "#/components/schemas/ClassProblem"}
     assert "class" in schemas["Deadline"]["properties"]["kind"]["enum"]
     assert "format" not in schemas["Deadline"]["properties"]["assignment_id"]
+
+
+def test_supervision_vocabularies_are_the_code_lists(spec):
+    """我陪群众走流程, 附件3 and the key orders: the document's lists are the code's."""
+    from appeals_common.reference import (
+        FIVE_CHECKS,
+        SERVICE_ITEM_STATUSES,
+        WALKTHROUGH_LISTS,
+        WALKTHROUGH_MODES,
+    )
+    from services.supervision.clocks import ORDER_KINDS
+    from services.supervision.walkthroughs import ITEM_STATES
+
+    schemas = spec["components"]["schemas"]
+    for name, vocabulary in (("WalkthroughMode", WALKTHROUGH_MODES),
+                             ("WalkthroughList", WALKTHROUGH_LISTS),
+                             ("ServiceItemStatus", SERVICE_ITEM_STATUSES)):
+        assert schemas[name]["enum"] == list(vocabulary), name
+        for code, meaning in vocabulary.items():  # each code with its Chinese name
+            assert f"{code} {meaning}" in schemas[name]["description"], (name, code)
+    scores = schemas["FiveCheckScores"]
+    assert list(scores["properties"]) == scores["required"] == list(FIVE_CHECKS)
+    for code, meaning in FIVE_CHECKS.items():
+        assert f"{code} {meaning}" in " ".join(scores["description"].split()), code
+    assert schemas["ListItemState"]["enum"] == list(ITEM_STATES)
+    causes = schemas["KeyOrder"]["properties"]["cause"]["enum"]
+    assert set(causes) == {"unsatisfied_followup"} | {f"overdue_{k}" for k in ORDER_KINDS}
+    assert set(schemas["KeyOrder"]["required"]) == set(schemas["KeyOrder"]["properties"])
+
+
+def test_activity_obligations_are_the_schedule_s(spec):
+    """GET /activity-obligations is `activity_schedule.compliance` plus the activities:
+    every field it gives is documented (and no other), and a sample validates."""
+    from datetime import UTC, date, datetime
+
+    from appeals_common.activity_schedule import SIT_IN_MONTHS, ActivityRecord, compliance
+    from appeals_common.metrics import load_calendar
+    from appeals_common.settings import Settings
+
+    calendar = load_calendar(SPEC_PATH.parents[1] / "config", Settings().timezone)
+    records = [
+        ActivityRecord("sit_in-20250312-a1b2c3", "sit_in", date(2025, 3, 12)),
+        ActivityRecord("sit_in-20250605-a1b2c3", "sit_in", date(2025, 6, 5)),
+        ActivityRecord("chain_patrol-20250310-a1b2c3", "chain_patrol", date(2025, 3, 10),
+                       "digital_economy", plan_submitted_at=datetime(2025, 3, 6, tzinfo=UTC)),
+    ]
+    result = compliance(calendar, 2025, {"digital_economy": "gxj", "modern_logistics": "fgj"},
+                        records, datetime(2025, 7, 1, tzinfo=UTC))
+    body = {**result, "activities": []}
+    errors = [e.message for e in validator_for_ref(
+        spec, "#/components/schemas/ActivityObligations").iter_errors(body)]
+    assert not errors, errors
+    doc = spec["components"]["schemas"]["ActivityObligations"]
+    assert set(body) == set(doc["properties"]) == set(doc["required"])
+    sit_in = doc["properties"]["sit_ins"]["items"]
+    assert [s["month"] for s in result["sit_ins"]] == list(SIT_IN_MONTHS) == \
+        sit_in["properties"]["month"]["enum"]
+    assert {s["status"] for s in result["sit_ins"]} == set(
+        spec["components"]["schemas"]["ObligationStatus"]["enum"])
+    assert set(result["sit_ins"][0]) == set(sit_in["properties"])
+    assert set(result["sit_ins"][0]["activities"][0]) == set(
+        sit_in["properties"]["activities"]["items"]["properties"])
+    chain = doc["properties"]["patrols"]["items"]
+    (digital,) = [p for p in result["patrols"] if p["industry_chain"] == "digital_economy"]
+    assert set(digital) == set(chain["properties"])
+    assert set(digital["patrols"][0]) == set(chain["properties"]["patrols"]["items"]["properties"])
+    assert (digital["patrols"][0]["plan"], digital["patrols"][0]["report"]) == ("late", "missing")
