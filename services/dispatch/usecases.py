@@ -140,10 +140,15 @@ def take_back(uow: UnitOfWork, assignment: Assignment, reason: str,
 
 
 def close_pending_extensions(uow: UnitOfWork, assignment: Assignment, state: str) -> None:
-    """A request nobody can decide any more (assignment answered or taken back)."""
+    """A request nobody can decide any more: `lapsed` (the unit responded) or `cancelled`
+    (the assignment was taken back). The bureau's queue of requests learns it too."""
     for ext in uow.session.scalars(select(Extension).where(
             Extension.assignment_id == assignment.id, Extension.state == "requested")):
         ext.state, ext.decided_at = state, uow.now
+        uow.emit("extension.closed", {
+            "reg_no": ext.reg_no, "assignment_id": assignment.id, "extension_id": ext.id,
+            "dept_code": ext.dept_code, "state": state,
+            "requested_until": ext.requested_until.isoformat()}, appeal_id=assignment.appeal_id)
 
 
 def open_assignments(uow: UnitOfWork, appeal_id: str) -> list[Assignment]:

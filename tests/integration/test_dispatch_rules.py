@@ -339,6 +339,8 @@ def test_pending_extension_lapses_when_the_unit_responds(d):
     d.reply("zjj", "respond", lead, outcome="solved", reply="y",
             contacted_at="2026-11-27T10:00:00+08:00")
     assert [e["state"] for e in bureau.list_extensions(d.runtime)] == ["lapsed"]
+    closed = [m["data"] for m in d.last if m.get("event_type") == "extension.closed"]
+    assert [(c["state"], c["reg_no"]) for c in closed] == [("lapsed", reg_no)]
 
 
 def test_feedback_answers_a_key_supervision_order_once(d):
