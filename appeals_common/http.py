@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -55,6 +56,9 @@ def json_response(status: int, payload: Any) -> Response:
                     mimetype="application/json")
 
 
+MAX_PAGE_SIZE = 500
+
+
 def read_json(request: Request) -> Any:
     if request.content_length and request.content_length > MAX_REQUEST_BYTES:
         raise HttpError(413, f"request body larger than {MAX_REQUEST_BYTES} bytes")
@@ -67,6 +71,35 @@ def read_json(request: Request) -> Any:
         raise HttpError(400, "request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise HttpError(400, f"request body is not JSON: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Page:
+    """`?page=&page_size=` of a list endpoint: a client pages on until a page comes back
+    shorter than page_size."""
+
+    page: int = 1
+    size: int = MAX_PAGE_SIZE
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+
+def page_args(request: Request) -> Page:
+    errors: dict[str, list[str]] = {}
+    values = {}
+    for name, default, top in (("page", 1, 1_000_000), ("page_size", MAX_PAGE_SIZE, MAX_PAGE_SIZE)):
+        raw = request.args.get(name)
+        if raw is None:
+            values[name] = default
+        elif raw.isdigit() and 1 <= int(raw) <= top:
+            values[name] = int(raw)
+        else:
+            errors[name] = [f"an integer from 1 to {top}"]
+    if errors:
+        raise FieldErrors(errors)
+    return Page(values["page"], values["page_size"])
 
 
 def api(*roles: str) -> Callable:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from appeals_common.db import UnitOfWork
 from appeals_common.department_messages import send_to_department
-from appeals_common.http import Conflict, FieldErrors, NotFound
+from appeals_common.http import Conflict, FieldErrors, NotFound, Page
 from appeals_common.lifecycle import IllegalTransition, next_assignment_state
 from appeals_common.nameko_ext import ServiceRuntime
 from appeals_common.schemas import ExtensionDecisionSchema, OverrideSchema, ReturnDecisionSchema
@@ -147,13 +147,14 @@ def decide_extension(runtime: ServiceRuntime, extension_id: str, payload: Any, a
         return view
 
 
-def list_extensions(runtime: ServiceRuntime, state: str | None = None) -> list[dict[str, Any]]:
+def list_extensions(runtime: ServiceRuntime, state: str | None = None,
+                    page: Page = Page()) -> list[dict[str, Any]]:
     with runtime.store.read() as session:
-        query = select(Extension).order_by(Extension.requested_at)
+        query = select(Extension).order_by(Extension.requested_at, Extension.id)
         if state:
             query = query.where(Extension.state == state)
         return [{"extension_id": e.id, "assignment_id": e.assignment_id, "reg_no": e.reg_no,
                  "dept_code": e.dept_code, "requested_until": e.requested_until.isoformat(),
                  "reason": e.reason, "state": e.state,
                  "decided_by": e.decided_by, "decision_reason": e.decision_reason}
-                for e in session.scalars(query.limit(500))]
+                for e in session.scalars(query.offset(page.offset).limit(page.size))]

@@ -11,7 +11,7 @@ from nameko.web.handlers import http
 
 from appeals_common.auth import Principal
 from appeals_common.deadlines import DeadlinePolicy
-from appeals_common.http import api, read_json
+from appeals_common.http import api, page_args, read_json
 from appeals_common.metrics import load_calendar
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
 from appeals_common.registries import load_categories, load_departments, load_routing_rules
@@ -62,7 +62,7 @@ class DispatchService(BaseService):
         # A department sees only its own assignments, whatever it asks for.
         dept = principal.dept_code if principal.role == "department" else request.args.get("dept")
         return usecases.list_assignments(self.runtime, dept, request.args.get("reg_no"),
-                                         request.args.get("state"))
+                                         request.args.get("state"), page_args(request))
 
     @http("POST", "/assignments/<string:assignment_id>/return-decision")
     @api(*STAFF_ROLES)
@@ -74,7 +74,7 @@ class DispatchService(BaseService):
     @http("GET", "/extensions")
     @api(*STAFF_ROLES, "viewer")
     def http_extensions(self, request: Any, principal: Principal) -> list[dict]:
-        return bureau.list_extensions(self.runtime, request.args.get("state"))
+        return bureau.list_extensions(self.runtime, request.args.get("state"), page_args(request))
 
     @http("POST", "/extensions/<string:extension_id>/decision")
     @api(*STAFF_ROLES)

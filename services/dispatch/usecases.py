@@ -18,6 +18,7 @@ from appeals_common.db import UnitOfWork
 from appeals_common.deadlines import DeadlinePolicy
 from appeals_common.department_messages import send_to_department
 from appeals_common.envelope import Event
+from appeals_common.http import Page
 from appeals_common.lifecycle import (
     IllegalTransition,
     next_appeal_state,
@@ -387,10 +388,10 @@ def _answer_key_order(uow: UnitOfWork, a: Assignment, body: dict[str, Any],
 
 
 def list_assignments(runtime: ServiceRuntime, dept_code: str | None = None,
-                     reg_no: str | None = None, state: str | None = None
-                     ) -> list[dict[str, Any]]:
+                     reg_no: str | None = None, state: str | None = None,
+                     page: Page = Page()) -> list[dict[str, Any]]:
     with runtime.store.read() as session:
-        query = select(Assignment).order_by(Assignment.assigned_at)
+        query = select(Assignment).order_by(Assignment.assigned_at, Assignment.id)
         if dept_code:
             query = query.where(Assignment.dept_code == dept_code)
         if reg_no:
@@ -400,4 +401,4 @@ def list_assignments(runtime: ServiceRuntime, dept_code: str | None = None,
         return [{**_assignment_view(a), "reg_no": a.reg_no, "rule": a.rule, "outcome": a.outcome,
                  "return_reason_code": a.return_reason_code, "return_reason": a.return_reason,
                  "suggested_unit": a.suggested_unit}
-                for a in session.scalars(query.limit(500))]
+                for a in session.scalars(query.offset(page.offset).limit(page.size))]

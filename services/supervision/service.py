@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from appeals_common.auth import Principal
 from appeals_common.calendar import WorkingCalendar
-from appeals_common.http import FieldErrors, NotFound, api, read_json
+from appeals_common.http import FieldErrors, NotFound, api, page_args, read_json
 from appeals_common.metrics import load_calendar
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
 from appeals_common.registries import load_departments, load_industry_chains
@@ -161,7 +161,8 @@ class SupervisionService(BaseService):
     @api(*STAFF_ROLES, "viewer", "department")
     def http_key_orders(self, request: Any, principal: Principal) -> list[dict]:
         dept = principal.dept_code if principal.role == "department" else request.args.get("dept")
-        return usecases.list_key_orders(self.runtime, request.args.get("state"), dept)
+        return usecases.list_key_orders(self.runtime, request.args.get("state"), dept,
+                                        page_args(request))
 
     # --- 我陪群众走流程 -----------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class SupervisionService(BaseService):
     @http("GET", "/walkthroughs")
     @api(*STAFF_ROLES, "viewer")
     def http_walkthroughs(self, request: Any, principal: Principal) -> list[dict]:
-        return walkthroughs.list_walkthroughs(self.runtime)
+        return walkthroughs.list_walkthroughs(self.runtime, page_args(request))
 
     @http("GET", "/walkthroughs/<string:walkthrough_id>")
     @api(*STAFF_ROLES, "viewer")
@@ -186,7 +187,7 @@ class SupervisionService(BaseService):
     def http_list_items(self, request: Any, principal: Principal) -> list[dict]:
         owner = principal.dept_code if principal.role == "department" else request.args.get("owner")
         return walkthroughs.list_items(self.runtime, request.args.get("list"),
-                                       request.args.get("state"), owner)
+                                       request.args.get("state"), owner, page_args(request))
 
     @http("POST", "/list-items/<string:item_id>/closure")
     @api(*STAFF_ROLES)

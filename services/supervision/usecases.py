@@ -11,7 +11,7 @@ from appeals_common.calendar import WorkingCalendar
 from appeals_common.db import UnitOfWork
 from appeals_common.department_messages import send_to_department
 from appeals_common.envelope import Event
-from appeals_common.http import Conflict, FieldErrors, NotFound
+from appeals_common.http import Conflict, FieldErrors, NotFound, Page
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
@@ -67,11 +67,12 @@ def _answered(uow: UnitOfWork, event: Event) -> None:
         order.answered_at = datetime.fromisoformat(event.data["answered_at"])
 
 
-def list_key_orders(runtime: ServiceRuntime, state: str | None, dept_code: str | None
-                    ) -> list[dict[str, Any]]:
+def list_key_orders(runtime: ServiceRuntime, state: str | None, dept_code: str | None,
+                    page: Page = Page()) -> list[dict[str, Any]]:
     """Key supervision orders, open (feedback owed) or answered, newest first."""
     with runtime.store.read() as session:
-        query = select(KeyOrder).order_by(KeyOrder.issued_at.desc()).limit(500)
+        query = select(KeyOrder).order_by(KeyOrder.issued_at.desc(), KeyOrder.order_no) \
+            .offset(page.offset).limit(page.size)
         if state == "open":
             query = query.where(KeyOrder.answered_at.is_(None))
         elif state == "answered":

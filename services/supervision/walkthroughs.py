@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from appeals_common.http import Conflict, FieldErrors, NotFound
+from appeals_common.http import Conflict, FieldErrors, NotFound, Page
 from appeals_common.nameko_ext import ServiceRuntime
 from appeals_common.reference import WALKTHROUGH_LISTS
 from appeals_common.schemas import ItemClosureSchema, WalkthroughSchema
@@ -89,10 +89,11 @@ def get(runtime: ServiceRuntime, walkthrough_id: str) -> dict[str, Any]:
         return _view(walkthrough, list(items), runtime.now())
 
 
-def list_walkthroughs(runtime: ServiceRuntime) -> list[dict[str, Any]]:
+def list_walkthroughs(runtime: ServiceRuntime, page: Page = Page()) -> list[dict[str, Any]]:
     with runtime.store.read() as session:
         walkthroughs = list(session.scalars(
-            select(Walkthrough).order_by(Walkthrough.walked_on.desc(), Walkthrough.id).limit(500)))
+            select(Walkthrough).order_by(Walkthrough.walked_on.desc(), Walkthrough.id)
+            .offset(page.offset).limit(page.size)))
         items: dict[str, list[ListItem]] = {}
         for item in session.scalars(select(ListItem).where(
                 ListItem.walkthrough_id.in_([w.id for w in walkthroughs])).order_by(ListItem.id)):
@@ -102,7 +103,7 @@ def list_walkthroughs(runtime: ServiceRuntime) -> list[dict[str, Any]]:
 
 
 def list_items(runtime: ServiceRuntime, list_name: str | None, state: str | None,
-               owner: str | None) -> list[dict[str, Any]]:
+               owner: str | None, page: Page = Page()) -> list[dict[str, Any]]:
     """The problem / demand / optimization lists; open items first, soonest due first."""
     errors = {}
     if list_name is not None and list_name not in WALKTHROUGH_LISTS:
@@ -120,7 +121,8 @@ def list_items(runtime: ServiceRuntime, list_name: str | None, state: str | None
         if owner:
             query = query.where(ListItem.owner == owner)
         now = runtime.now()
-        return [_item_view(i, now) for i in session.scalars(query.limit(500))]
+        return [_item_view(i, now)
+                for i in session.scalars(query.offset(page.offset).limit(page.size))]
 
 
 def _view(w: Walkthrough, items: list[ListItem], now: Any = None) -> dict[str, Any]:

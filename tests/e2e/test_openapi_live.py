@@ -372,6 +372,11 @@ def test_assignments(api, dispatched):
     assert [a["dept_code"] for a in own] == ["zrzyj"]
     everything = api.call("GET", "dispatch", "/assignments", 200, role="bureau_admin")
     assert reg_no in {a["reg_no"] for a in everything}
+    first = api.call("GET", "dispatch", "/assignments", 200, params={"page": 1, "page_size": 1})
+    second = api.call("GET", "dispatch", "/assignments", 200, params={"page": 2, "page_size": 1})
+    assert len(first) == len(second) == 1 and first != second
+    bad = api.call("GET", "dispatch", "/assignments", 422, params={"page": 0, "page_size": 501})
+    assert set(bad["errors"]) == {"page", "page_size"}
 
 
 def _assignments(api: Api, **params: str) -> list[dict]:
@@ -1011,6 +1016,59 @@ def test_summary(api, dispatched):
                      params={"from": "2026-01-01T00:00:00"})
     assert "offset" in naive["error"]
     api.call("GET", "reporting", "/reports/summary", 400, params={"to": "yesterday"})
+
+
+def test_reports_and_exports(api):
+    """Every report and export of reporting answers as documented (the figures themselves
+    are checked in tests/unit/test_report_scenario.py and tests/e2e/test_reports_live.py)."""
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    quarter = str((today.month - 1) // 3 + 1)
+    rates = "/reports/rates"
+    by_dept = api.call("GET", "reporting", rates, 200, role="viewer", params={
+        "period": "quarter", "year": str(today.year), "quarter": quarter,
+        "group_by": "department"})
+    assert (by_dept["period"]["kind"], by_dept["group_by"]) == ("quarter", "department")
+    for params in ({"group_by": "channel"}, {"group_by": "industry_chain", "month": "1"},
+                   {"group_by": "category", "year": str(today.year)},
+                   {"group_by": "month", "from": "2026-01-01", "to": "2026-12-31"}, {}):
+        api.call("GET", "reporting", rates, 200, role="bureau_admin", params=params)
+    for params, field in (({"colour": "red"}, "colour"), ({"group_by": "weekday"}, "group_by"),
+                          ({"period": "quarter", "quarter": "5"}, "quarter"),
+                          ({"from": "2026-12-01", "to": "2026-11-01"}, "to")):
+        refused = api.call("GET", "reporting", rates, 422, params=params)
+        assert field in refused["errors"], refused
+    api.call("GET", "reporting", rates, 403, role="department", dept="zjj")
+
+    overdue = api.call("GET", "reporting", "/reports/overdue", 200, role="viewer",
+                       params={"limit": "5"})
+    assert overdue["total"] == sum(overdue["by_kind"].values()) and len(overdue["items"]) <= 5
+    api.call("GET", "reporting", "/reports/overdue", 200, params={"kind": "sign", "dept": "zjj"})
+    api.call("GET", "reporting", "/reports/overdue", 422, params={"dept": "nobody"})
+    api.call("GET", "reporting", "/reports/class-problems", 200, role="viewer")
+    api.call("GET", "reporting", "/reports/class-problems", 422, params={"state": "lost"})
+    api.call("GET", "reporting", "/reports/walkthroughs", 200, params={"year": str(today.year)})
+    api.call("GET", "reporting", "/reports/walkthroughs", 200, role="viewer")
+    schedule = api.call("GET", "reporting", "/reports/activity-compliance", 200,
+                        params={"year": str(today.year)})
+    assert [s["month"] for s in schedule["sit_ins"]] == [3, 6, 9, 12]
+    api.call("GET", "reporting", "/reports/activity-compliance", 422, params={"year": "1999"})
+
+    patrol_id = f"chain_patrol-{unique()}"
+    api.call("POST", "intake", "/activities", 201, json={
+        "activity_id": patrol_id, "kind": "chain_patrol", "held_on": today.isoformat(),
+        "title": "商贸消费链式巡诊", "lead_unit": "swtcj", "industry_chain": "trade_consumption"})
+    export = "/exports/patrol-report/{activity_id}"
+    poll(lambda: requests.get(f"{api.urls['reporting']}/exports/patrol-report/{patrol_id}",
+                              headers=api.headers("viewer"), timeout=15).status_code == 200)
+    api.call("GET", "reporting", export, 200, role="viewer", activity_id=patrol_id)
+    api.call("GET", "reporting", export, 200, activity_id=patrol_id, params={"format": "csv"})
+    api.call("GET", "reporting", export, 404, activity_id="no-such-activity")
+    api.call("GET", "reporting", export, 422, activity_id=patrol_id, params={"format": "pdf"})
+    api.call("GET", "reporting", "/exports/sitin-summary", 200, params={
+        "year": str(today.year), "quarter": quarter, "format": "csv", "sheet": "1"})
+    api.call("GET", "reporting", "/exports/sitin-summary", 422, params={"quarter": "0"})
+    api.call("GET", "reporting", "/exports/annual-review", 200, role="viewer")
+    api.call("GET", "reporting", "/exports/annual-review", 403, role="department", dept="zjj")
 
 
 def test_closed_schema_helper_refuses_undocumented_fields(spec):

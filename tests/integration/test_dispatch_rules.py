@@ -16,7 +16,7 @@ from appeals_common.clock import FixedClock
 from appeals_common.db import Store
 from appeals_common.deadlines import DeadlinePolicy, PolicyError
 from appeals_common.envelope import Event
-from appeals_common.http import Conflict, FieldErrors
+from appeals_common.http import Conflict, FieldErrors, Page
 from appeals_common.metrics import load_calendar
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.registries import load_categories, load_departments, load_routing_rules
@@ -372,3 +372,12 @@ def test_feedback_answers_a_key_supervision_order_once(d):
     assert answered["data"]["feedback"] == "已研究处置，书面反馈如下"
     again = d.reply("zjj", "feedback", lead, order_no=order_no, feedback="again")
     assert again["status"] == "refused" and "already answered" in again["errors"]["order_no"][0]
+
+
+def test_assignments_are_listed_page_by_page(d):
+    for _ in range(3):
+        d.register()
+    everything = [a["assignment_id"] for a in usecases.list_assignments(d.runtime)]
+    pages = [[a["assignment_id"] for a in usecases.list_assignments(d.runtime, page=Page(n, 4))]
+             for n in (1, 2, 3)]
+    assert [len(p) for p in pages] == [4, 2, 0] and pages[0] + pages[1] == everything
