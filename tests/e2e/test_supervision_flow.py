@@ -3,10 +3,12 @@ clock forward; departments in plain pika, the bureau over HTTP."""
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import openpyxl
 import pytest
 import requests
 
@@ -143,3 +145,32 @@ def test_a_patrol_registered_at_intake_has_its_plan_chased_to_the_chain_lead(bus
                          json={}).status_code in (403, 422)
     digital = next(p for p in obligations()["patrols"] if p["industry_chain"] == "digital_economy")
     assert digital["status"] == "met" and digital["lead_unit"] == "gxj"
+
+    # The day after the patrol the lead files its report with the 附件3 rows; reporting's
+    # patrol report export carries them, the phone masked.
+    move_clock(datetime(2026, 12, 18, 10, tzinfo=TZ))
+    report = requests.post(f"{urls['supervision']}/activities/{activity_id}/report", headers=lead,
+                           json={"policies_delivered": 5, "enterprises_served": 10,
+                                 "class_problems": ["数据中心用电报装慢"], "summary": "走访10家企业",
+                                 "service_items": [{
+                                     "enterprise_name": "昆明某软件有限公司", "contact_name": "王五",
+                                     "contact_phone": "13912345678", "item": "高新技术企业认定辅导",
+                                     "responsible_unit": "kjj", "status": "in_progress"}]})
+    assert report.status_code == 200, report.text
+    assert report.json()["report"]["status"] == "on_time"
+    viewer = {"Authorization": f"Bearer {token('viewer')}"}
+
+    def exported() -> bytes | None:
+        resp = requests.get(f"{urls['reporting']}/exports/patrol-report/{activity_id}",
+                            headers=viewer, params={"format": "xlsx"})
+        if resp.status_code != 200:
+            return None
+        book = openpyxl.load_workbook(io.BytesIO(resp.content))
+        rows = [[c for c in row] for row in book["附件3 巡诊服务事项清单"].iter_rows(values_only=True)]
+        return rows if any("高新技术企业认定辅导" in row for row in rows) else None
+
+    rows = poll(exported, timeout=60)
+    header_at = next(i for i, row in enumerate(rows) if row[0] == "序号")
+    header, first = rows[header_at], rows[header_at + 1]
+    assert dict(zip(header, first, strict=True))["联系电话"] == "139****5678"
+    assert not any("13912345678" in str(cell) for row in rows for cell in row)
