@@ -27,9 +27,9 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, text  # noqa: E402
 
-from appeals_common.db import Store, normalize_url  # noqa: E402
+from appeals_common.db import Store  # noqa: E402
+from bench.scratch import drop_database  # noqa: E402
 from services.reporting import readmodel  # noqa: E402
 from services.reporting.models import METADATA  # noqa: E402
 
@@ -255,11 +255,7 @@ def main() -> int:
     finally:
         store.dispose()
         if not args.keep:
-            admin = create_engine(normalize_url(f"{args.pg}/postgres"),
-                                  isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+            drop_database(args.pg, name)
     return 0
 
 

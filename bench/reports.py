@@ -32,13 +32,14 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Table, create_engine, text  # noqa: E402
+from sqlalchemy import Table, text  # noqa: E402
 
 from appeals_common.clock import FixedClock  # noqa: E402
-from appeals_common.db import Store, normalize_url  # noqa: E402
+from appeals_common.db import Store  # noqa: E402
 from appeals_common.nameko_ext import ServiceRuntime  # noqa: E402
 from appeals_common.reference import CHANNELS, SATISFIED_GRADES  # noqa: E402
 from appeals_common.settings import Settings  # noqa: E402
+from bench.scratch import drop_database  # noqa: E402
 from services.reporting import usecases  # noqa: E402
 from services.reporting.models import (  # noqa: E402
     APPEAL_FACTS,
@@ -295,11 +296,7 @@ def main() -> int:
     finally:
         store.dispose()
         if not args.keep:
-            admin = create_engine(normalize_url(f"{args.pg}/postgres"),
-                                  isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+            drop_database(args.pg, name)
     return 0
 
 
