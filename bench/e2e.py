@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from appeals_common.amqp_tools import manage_vhost  # noqa: E402
 from appeals_common.auth import issue_token  # noqa: E402
 from appeals_common.launcher import SuiteProcesses  # noqa: E402
+from bench.scratch import drop_database  # noqa: E402
 
 SECRET = "bench-secret-" + uuid.uuid4().hex
 DEPTS = ("swj", "scjgj", "zjj", "zrzyj", "rsj", "jrb", "czj", "swtcj", "zwfwzx")
@@ -302,6 +303,9 @@ def main() -> int:
         departments.stop = receipts.stop = True
         suite.stop_all()
         manage_vhost("delete", vhost)
+        if not args.sqlite:
+            for service in ("intake", "dispatch", "supervision", "reporting"):
+                drop_database(args.pg, f"bench_{run}_{service}")
     return 0
 
 
