@@ -70,7 +70,7 @@ ensure_prometheus() {
     { as_root apt-get update -q >/dev/null &&
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         prometheus >/dev/null; } ||
-      echo "could not install prometheus; the promtool and scrape tests will be skipped" >&2
+      echo "could not install prometheus; the promtool and scrape tests will fail in CI" >&2
   fi
   # Where an init system runs, the package starts its own server on :9090. The tests never
   # use it; stop and disable it so it neither takes the port nor scrapes anything.

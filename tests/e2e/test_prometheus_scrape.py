@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from appeals_common.settings import SERVICES
 from tests.e2e.bus import Bus, appeal_body, poll
+from tests.tools import missing_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +42,7 @@ def _free_port() -> int:
 def prometheus(suite, tmp_path_factory) -> Iterator[str]:
     binary = shutil.which("prometheus")
     if binary is None:
-        pytest.skip("the prometheus server is not installed (scripts/test.sh installs Debian's)")
+        missing_tool("the prometheus server is not installed (scripts/test.sh installs Debian's)")
     workdir = Path(tmp_path_factory.mktemp("prometheus"))
     shutil.copy(REPO / "deploy" / "prometheus" / "alerts.yml", workdir / "alerts.yml")
     config = {

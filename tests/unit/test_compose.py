@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from appeals_common.settings import DEFAULT_HTTP_PORTS, SERVICES, load_settings
+from tests.tools import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -319,7 +320,7 @@ def _compose_binary() -> list[str] | None:
 def test_compose_config_validates() -> None:
     binary = _compose_binary()
     if binary is None:
-        pytest.skip("no compose binary: neither `docker compose` (plugin) nor `docker-compose` is "
+        missing_tool("no compose binary: neither `docker compose` (plugin) nor `docker-compose` is "
                     "installed, so the Compose-spec validation (`config -q`) cannot run here")
     result = subprocess.run([*binary, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)

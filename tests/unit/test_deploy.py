@@ -22,6 +22,7 @@ from appeals_common.provisioning import grants_from_config
 from appeals_common.registries import load_departments, load_source_systems
 from appeals_common.settings import DEFAULT_HTTP_PORTS, SERVICES, load_settings
 from appeals_common.topology import build_topology, retry_exchange
+from tests.tools import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -272,7 +273,7 @@ def test_service_down_alert_covers_every_scraped_service(alert_rules: dict[str, 
 def _promtool() -> str:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (scripts/test.sh installs Debian's prometheus)")
+        missing_tool("promtool is not installed (scripts/test.sh installs Debian's prometheus)")
     return promtool
 
 
