@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from marshmallow import fields, validate
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from appeals_common.db import UnitOfWork
 from appeals_common.http import Conflict, FieldErrors, NotFound
@@ -86,7 +86,10 @@ def _lock_counter(uow: UnitOfWork) -> ClassIdCounter:
     if counter is None:
         # Once a year two replicas may race to create the row: the loser's run fails
         # whole and the next run goes through.
-        counter = ClassIdCounter(year=uow.now.year, last=0)
+        # Classes numbered before the counter existed keep their numbers.
+        numbered = uow.session.execute(select(func.count()).select_from(ClassProblem).where(
+            ClassProblem.id.like(f"LT-{uow.now.year}-%"))).scalar_one()
+        counter = ClassIdCounter(year=uow.now.year, last=numbered)
         uow.session.add(counter)
         uow.session.flush()
     return counter
