@@ -161,6 +161,11 @@ def resolve(runtime: ServiceRuntime, class_id: str, payload: Any, actor: str) ->
                 KeyOrder.reg_no == problem.id, KeyOrder.answered_at.is_(None))):
             order.feedback, order.answered_at = data["measures"], uow.now
             settle_clock(uow, order.order_no, "feedback")
+            uow.emit("supervision_order.answered", {
+                "reg_no": problem.id, "order_no": order.order_no,
+                "assignment_id": order.assignment_id, "dept_code": order.dept_code,
+                "feedback": data["measures"], "answered_at": uow.now.isoformat(),
+                "on_time": uow.now <= order.feedback_by, "actor": actor})
         view = _view(uow, problem)
         uow.emit("class_problem.resolved", {**view, "actor": actor})
         return view

@@ -168,6 +168,10 @@ def test_an_overdue_class_draws_a_key_order_answered_by_its_resolution(sup):
     classes.resolve(sup.runtime, class_id, {"measures": "推行告知承诺制"}, "zjj-user")
     (answered,) = usecases.list_key_orders(sup.runtime, "answered", "zjj")
     assert answered["order_no"] == order["order_no"] and answered["feedback"] == "推行告知承诺制"
+    # Reporting learns it the way it learns a unit's answer: the order leaves its overdue list.
+    (event,) = events(sup, "supervision_order.answered")
+    assert event["appeal_id"] is None and event["producer"] == "supervision"
+    assert event["data"]["order_no"] == order["order_no"] and event["data"]["on_time"] is True
     before = len(sup.sent())
     run_days(sup, at("2026-12-13", 0), days=5)
     assert [m for m in sup.sent()[before:] if m["reg_no"] == class_id] == []

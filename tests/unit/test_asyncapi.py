@@ -1518,6 +1518,11 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
             answer(scan_orders(11)[0], "已签收并办理，说明超期原因及整改措施")
         if day == 19:  # chased this morning, another answers late
             answer(scan_orders(11)[1], "超期签收系人员调整所致，已落实专人负责")
+            # The overdue inspection class drew a key order on the 17th; its resolution is
+            # the lead entity's written feedback (supervision_order.answered by supervision).
+            classes.resolve(supervision.runtime, inspection_id,
+                            {"measures": "统一检查标准，合并同类检查事项"}, STAFF)
+            to_others(collect(supervision))
         if day == 5:
             # A list item closed out in time, the day it was due.
             walkthroughs.close_item(supervision.runtime, first_item,
@@ -2016,7 +2021,8 @@ def test_emitted_class_problems_follow_their_flow(emitted) -> None:
     assert [k for k, _ in flows[closed_id]] == [
         "suggested", "confirmed", "resolved", "closed", *["annotated"] * len(members[closed_id])]
     assert [k for k, _ in flows[dismissed_id]] == ["suggested", "dismissed"]
-    assert [k for k, _ in flows[open_id]] == ["suggested", "confirmed"]
+    # The overdue one is resolved (its key order answered by the measures), not closed.
+    assert [k for k, _ in flows[open_id]] == ["suggested", "confirmed", "resolved"]
     assert dict(flows[dismissed_id])["dismissed"]["note"]
     closed = dict(flows[closed_id])["closed"]
     assert closed["promote"] is True and closed["measures"] and closed["note"] == "全区推广"
@@ -2166,6 +2172,13 @@ def test_emitted_written_feedback_follows_the_orders(emitted) -> None:
     assert {"deadline" in orders[b["data"]["order_no"]] for b in answered} == {True, False}, \
         "orders of the scan and after a follow-up are answered"
     results = {r["reply_message_id"]: r for r in _dept_messages(emitted, "reply_result")}
+    # A class problem's order is answered by supervision when the class is resolved.
+    (by_class,) = [b for b in answered if b["producer"] == "supervision"]
+    class_order = orders[by_class["data"]["order_no"]]
+    assert class_order["deadline"] == "class" and by_class["appeal_id"] is None
+    assert by_class["data"]["reg_no"] == class_order["reg_no"] == by_class["data"]["assignment_id"]
+    assert by_class["data"]["feedback"] == "统一检查标准，合并同类检查事项"
+    answered = [b for b in answered if b is not by_class]
     for b in answered:
         data, order = b["data"], orders[b["data"]["order_no"]]
         assert b["producer"] == "dispatch" and b["appeal_id"] == issued[order["order_no"]][
