@@ -8,10 +8,14 @@ Data sources, in order of precedence for a given day:
    arrive before the ``chinesecalendar`` library is released, or correct a day.
 2. The ``chinesecalendar`` library (covers 2004-2026 in version 1.11), which already
    knows the 调休 make-up working days (e.g. 2026-01-04, 02-14, 02-28, 05-09, 09-20, 10-10).
-3. Plain Monday-Friday for a year neither source covers. Such a year never crashes a
-   computation; instead the result is flagged provisional, a warning is logged once per
-   year (logger ``appeals.calendar``) and ``on_provisional(year)`` is called so the
-   services can count it in a metric.
+3. For a year neither source covers, the law: Monday to Friday minus the statutory public
+   holidays of the State Council's 《全国年节及纪念日放假办法》 (2024 revision): 元旦,
+   春节 (除夕 to 初三), 清明, 劳动节 (May 1-2), 端午, 中秋 and 国庆 (Oct 1-3). The lunar
+   dates come from the ``holidays`` package; its estimated in-lieu days and any notice
+   data it carries are left out, since the 调休 make-up working days that go with them
+   are not known. Such a year never crashes a computation; instead the result is flagged
+   provisional, a warning is logged once per year (logger ``appeals.calendar``) and
+   ``on_provisional(year)`` is called so the services can count it.
 
 Override file format (``config/calendar_overrides.yaml``)::
 
@@ -37,7 +41,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import cache
@@ -45,6 +49,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import chinese_calendar
+import holidays
 import yaml
 
 __all__ = [
@@ -85,7 +90,11 @@ class Deadline:
     """End of the deadline's working day; provisional if a year without data was used."""
 
     at: datetime
-    provisional: bool
+    provisional_years: frozenset[int] = frozenset()
+
+    @property
+    def provisional(self) -> bool:
+        return bool(self.provisional_years)
 
 
 @cache
@@ -98,6 +107,16 @@ def _library_covers(year: int) -> bool:
     return True
 
 
+@cache
+def statutory_holidays(year: int) -> frozenset[date]:
+    """The statutory public holidays of ``year`` (no in-lieu or make-up arrangements)."""
+    days = holidays.China(years=year, observed=False, language="en_US")
+    # Dates a State Council notice moved ("Day off (substituted from ...)") are not
+    # statutory; without the matching make-up working days they would only mislead.
+    return frozenset(d for d, name in days.items()
+                     if not all("substituted" in part for part in name.split("; ")))
+
+
 class WorkingCalendar:
     """Working days in mainland China, including 调休 make-up days."""
 
@@ -105,14 +124,12 @@ class WorkingCalendar:
         self,
         overrides: dict[int, YearOverride] | None = None,
         tz: str = "Asia/Shanghai",
-        on_provisional: Callable[[int], None] | None = None,
     ) -> None:
         self._overrides: dict[int, YearOverride] = _validate_overrides(overrides or {})
         try:
             self.tz = ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise CalendarConfigError(f"unknown time zone {tz!r}") from exc
-        self._on_provisional = on_provisional
         self._warned_years: set[int] = set()
         self._lock = threading.Lock()
 
@@ -121,12 +138,11 @@ class WorkingCalendar:
         cls,
         path: str | os.PathLike[str],
         tz: str = "Asia/Shanghai",
-        on_provisional: Callable[[int], None] | None = None,
     ) -> WorkingCalendar:
         """Build a calendar from a YAML override file (OSError if it cannot be read)."""
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-        return cls(parse_overrides(text, source=str(path)), tz=tz, on_provisional=on_provisional)
+        return cls(parse_overrides(text, source=str(path)), tz=tz)
 
     # -- queries ---------------------------------------------------------------------
 
@@ -134,6 +150,11 @@ class WorkingCalendar:
         """True if the library or a ``complete`` override has official data for ``year``."""
         override = self._overrides.get(year)
         return (override is not None and override.complete) or _library_covers(year)
+
+    def law_is_working_day(self, d: date) -> bool:
+        """The fallback rule alone (Mon-Fri minus statutory holidays), whatever the data."""
+        d = _as_date(d)
+        return d.weekday() < 5 and d not in statutory_holidays(d.year)
 
     def is_working_day(self, d: date) -> bool:
         d = _as_date(d)
@@ -191,7 +212,7 @@ class WorkingCalendar:
             if not covered:
                 uncovered.add(d.year)
         self._report(uncovered)
-        return Deadline(at=self.end_of_day(d), provisional=bool(uncovered))
+        return Deadline(at=self.end_of_day(d), provisional_years=frozenset(uncovered))
 
     def local_date(self, moment: datetime) -> date:
         """Calendar day of an aware ``moment`` in this calendar's time zone."""
@@ -220,9 +241,26 @@ class WorkingCalendar:
                 return d.weekday() < 5, True
         if _library_covers(d.year):
             return chinese_calendar.is_workday(d), True
-        return d.weekday() < 5, False
+        return self.law_is_working_day(d), False
+
+    def working_day_before(self, moment: datetime, n: int) -> Deadline:
+        """End of the n-th working day before the local day of ``moment`` (a plan due some
+        working days before an event), provisional like ``add_working_days``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        d, uncovered = self.local_date(moment), set()
+        for _ in range(n):
+            d, years = self._walk(d, -1)
+            uncovered |= years
+        self._report(uncovered)
+        return Deadline(at=self.end_of_day(d), provisional_years=frozenset(uncovered))
 
     def _step(self, d: date, direction: int) -> date:
+        d, uncovered = self._walk(d, direction)
+        self._report(uncovered)
+        return d
+
+    def _walk(self, d: date, direction: int) -> tuple[date, set[int]]:
         uncovered: set[int] = set()
         while True:
             d += timedelta(days=direction)
@@ -230,28 +268,22 @@ class WorkingCalendar:
             if not covered:
                 uncovered.add(d.year)
             if working:
-                break
-        self._report(uncovered)
-        return d
+                return d, uncovered
 
     def _report(self, years: Iterable[int]) -> None:
-        """Warn once per year per calendar; call the hook once per computation and year."""
+        """Warn once per year per calendar. Counting is the caller's: a deadline set
+        counts once, however many calendar queries it took (metrics.count_provisional)."""
         for year in sorted(years):
             with self._lock:
                 first = year not in self._warned_years
                 self._warned_years.add(year)
             if first:
                 logger.warning(
-                    "no official working-day data for %d: using Mon-Fri, deadlines are "
-                    "provisional until the State Council notice is entered in the overrides",
+                    "no official working-day data for %d: using Mon-Fri minus the statutory "
+                    "holidays; deadlines are provisional until the State Council notice is "
+                    "entered in the overrides (then run `appeals calendar recompute`)",
                     year,
                 )
-            if self._on_provisional is not None:
-                try:
-                    self._on_provisional(year)
-                except Exception:
-                    # A broken metric hook must never stop deadlines from being computed.
-                    logger.exception("on_provisional hook failed for %d", year)
 
 
 def _as_date(d: date) -> date:

@@ -160,6 +160,21 @@ def cmd_reporting(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clock(args: argparse.Namespace) -> int:
+    """Print the offset (seconds) and moment of CI's year-end run: `<offset> <moment>`."""
+    from datetime import UTC, datetime
+
+    from appeals_common.clock import shift_for_year_end
+    from appeals_common.metrics import load_calendar
+
+    settings = load_settings()
+    calendar = load_calendar(settings.config_dir, settings.timezone)
+    real_now = datetime.now(UTC)
+    target = shift_for_year_end(calendar.local_date(real_now), calendar, settings.timezone)
+    print(f"{(target - real_now).total_seconds():.0f} {target.isoformat()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="appeals", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
                       "(prints events, seconds, events/s)")
     q.add_argument("--batch", type=int, default=5000, help="events read per query")
     p.set_defaults(func=cmd_reporting)
+
+    p = sub.add_parser("clock", help="test clock helpers")
+    p.add_argument("action", choices=["year-end-shift"],
+                   help="print '<offset seconds> <moment>' for a run that starts on 30 December "
+                        "before a year without official calendar data")
+    p.set_defaults(func=cmd_clock)
 
     args = parser.parse_args(argv)
     return args.func(args)

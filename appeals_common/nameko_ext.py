@@ -25,7 +25,7 @@ from nameko.extensions import DependencyProvider, Entrypoint
 from nameko.messaging import QueueConsumer
 from prometheus_client import Counter, Gauge, Histogram
 
-from appeals_common.clock import Clock, make_clock
+from appeals_common.clock import Clock
 from appeals_common.db import OutboxRelay, Store
 from appeals_common.publisher import ConfirmingPublisher
 from appeals_common.settings import Settings, load_settings
@@ -109,7 +109,7 @@ class Runtime(DependencyProvider):
         self.publisher = ConfirmingPublisher(self.settings.amqp_uri)
         self.relay = OutboxRelay(self.store, self.publisher.publish_batch,
                                  batch_size=self.settings.relay_batch_size)
-        self.clock = make_clock(self.settings.clock_file)
+        self.clock = self.settings.clock()
         self.runtime = ServiceRuntime(self.service, self.settings, self.store, self.clock)
 
     def start(self) -> None:

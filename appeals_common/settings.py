@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appeals_common.clock import OFFSET_ENV, Clock, make_clock, parse_offset
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SERVICES = ("intake", "dispatch", "supervision", "reporting")
@@ -27,6 +29,8 @@ class Settings:
     timezone: str = "Asia/Shanghai"
     # When set, services read "now" from this file (ISO 8601): tests move time forward.
     clock_file: str | None = None
+    # Real time shifted by this many seconds (a test knob: CI's year-end run).
+    clock_offset_seconds: float = 0.0
     http_host: str = "0.0.0.0"
     http_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_HTTP_PORTS))
     max_workers: int = 20
@@ -51,6 +55,9 @@ class Settings:
 
     def http_port(self, service: str) -> int:
         return self.http_ports[service]
+
+    def clock(self) -> Clock:
+        return make_clock(self.clock_file, self.clock_offset_seconds)
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -79,6 +86,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         reg_no_prefix=env.get("APPEALS_REG_NO_PREFIX", defaults.reg_no_prefix),
         timezone=env.get("APPEALS_TIMEZONE", defaults.timezone),
         clock_file=env.get("APPEALS_CLOCK_FILE") or None,
+        clock_offset_seconds=_offset(env),
         http_host=env.get("APPEALS_HTTP_HOST", defaults.http_host),
         http_ports=ports,
         max_workers=_int(env, "APPEALS_MAX_WORKERS", defaults.max_workers),
@@ -90,6 +98,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         outbox_retention_hours=_int(env, "APPEALS_OUTBOX_RETENTION_HOURS",
                                     defaults.outbox_retention_hours),
     )
+
+
+def _offset(env: dict[str, str]) -> float:
+    try:
+        return parse_offset(env.get(OFFSET_ENV))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _int(env: dict[str, str], key: str, default: int | None = None) -> int:

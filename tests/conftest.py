@@ -19,6 +19,14 @@ PG_BASE = os.environ.get("APPEALS_TEST_PG", "postgresql+psycopg2://postgres@127.
 RUN_ID = uuid.uuid4().hex[:8]
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    from appeals_common.settings import load_settings
+
+    settings = load_settings()
+    return (f"suite clock: {settings.clock().now().isoformat(timespec='seconds')} "
+            f"(APPEALS_CLOCK_OFFSET_SECONDS={settings.clock_offset_seconds:.0f})")
+
+
 @pytest.fixture(scope="session")
 def amqp_uri() -> Iterator[str]:
     vhost = f"appeals-test-{RUN_ID}"

@@ -11,6 +11,8 @@ from typing import Any
 
 import pika
 
+from tests.e2e import suite_time
+
 
 def poll(fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
     """Call `fn` until it returns something truthy; that value."""
@@ -27,7 +29,7 @@ def poll(fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) ->
 def appeal_body(source: str = "hotline_12345", **overrides: Any) -> dict[str, Any]:
     body = {
         "schema_version": 1, "source_system": source, "external_id": str(uuid.uuid4()),
-        "channel": "hotline_12345", "submitted_at": "2026-11-27T09:00:00+08:00",
+        "channel": "hotline_12345", "submitted_at": suite_time.iso(),
         "enterprise": {"name": "昆明五华某某科技有限公司", "uscc": "91110000600037341L",
                        "contact_name": "张三", "contact_phone": "13800138000"},
         "title": "施工许可办理进度慢", "content": "我公司施工许可申请已提交两周，尚无答复。",
@@ -91,4 +93,4 @@ class Bus:
 
 def reply_body(assignment: dict, **extra: Any) -> dict:
     return {"schema_version": 1, "assignment_id": assignment["assignment_id"],
-            "reg_no": assignment["reg_no"], "replied_at": "2026-11-27T11:00:00+08:00", **extra}
+            "reg_no": assignment["reg_no"], "replied_at": suite_time.iso(), **extra}

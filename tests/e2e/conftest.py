@@ -12,6 +12,7 @@ import pytest
 
 from appeals_common.launcher import SuiteProcesses
 from appeals_common.settings import SERVICES
+from tests.e2e import suite_time
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +44,7 @@ def suite_env(amqp_uri, databases, tmp_path_factory) -> dict[str, str]:
     }
     for service in SERVICES:
         env[f"APPEALS_{service.upper()}_HTTP_PORT"] = str(_free_port())
+    suite_time.use_clock_file(env["APPEALS_CLOCK_FILE"])
     subprocess.run([sys.executable, "-m", "appeals_common.cli", "topology", "apply"],
                    env={**__import__("os").environ, **env}, check=True, capture_output=True)
     return env
