@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 
 from appeals_common.calendar import WorkingCalendar
+from appeals_common.deadlines import CountedDeadline
 
 SIT_IN_MONTHS = (3, 6, 9, 12)
 MID_MONTH_DAYS = (11, 20)  # 中旬
@@ -29,22 +30,31 @@ PATROL_KIND = "chain_patrol"
 SIT_IN_KIND = "sit_in"
 
 
-def plan_due(calendar: WorkingCalendar, held_on: date) -> datetime:
+def plan_rule(calendar: WorkingCalendar, held_on: date) -> CountedDeadline:
     """End of the working day that lies 3 working days before the patrol."""
-    day = held_on
-    for _ in range(PLAN_WORKING_DAYS_BEFORE):
-        day = calendar.previous_working_day(day)
-    return calendar.end_of_day(day)
+    return CountedDeadline(calendar.end_of_day(held_on), -PLAN_WORKING_DAYS_BEFORE)
+
+
+def report_rule(calendar: WorkingCalendar, held_on: date) -> CountedDeadline:
+    """End of the 3rd working day after the patrol."""
+    return CountedDeadline(calendar.end_of_day(held_on), REPORT_WORKING_DAYS_AFTER)
+
+
+def patrol_year_rule(calendar: WorkingCalendar, year: int) -> CountedDeadline:
+    """A chain's yearly patrol is due by the end of the year's last working day."""
+    return CountedDeadline(datetime.combine(date(year + 1, 1, 1), time(0), tzinfo=calendar.tz), -1)
+
+
+def plan_due(calendar: WorkingCalendar, held_on: date) -> datetime:
+    return plan_rule(calendar, held_on).on(calendar).at
 
 
 def report_due(calendar: WorkingCalendar, held_on: date) -> datetime:
-    """End of the 3rd working day after the patrol."""
-    return calendar.add_working_days(calendar.end_of_day(held_on), REPORT_WORKING_DAYS_AFTER).at
+    return report_rule(calendar, held_on).on(calendar).at
 
 
 def patrol_year_due(calendar: WorkingCalendar, year: int) -> datetime:
-    """A chain's yearly patrol is due by the end of the year's last working day."""
-    return calendar.end_of_day(calendar.previous_working_day(date(year + 1, 1, 1)))
+    return patrol_year_rule(calendar, year).on(calendar).at
 
 
 def in_sit_in_window(held_on: date) -> bool:

@@ -160,6 +160,45 @@ def cmd_reporting(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calendar(args: argparse.Namespace) -> int:
+    """Count provisional deadlines again on the calendar as loaded now, straight on the
+    dispatch and supervision databases (like `reporting rebuild`: works with the services
+    stopped; their relays publish the messages once they run)."""
+    from appeals_common.db import Store
+    from appeals_common.deadlines import DeadlinePolicy
+    from appeals_common.metrics import load_calendar
+    from appeals_common.nameko_ext import ServiceRuntime
+    from appeals_common.registries import load_categories
+    from services.dispatch import recompute as dispatch_recompute
+    from services.dispatch.models import Base as DispatchBase
+    from services.supervision import recompute as supervision_recompute
+    from services.supervision.models import Base as SupervisionBase
+
+    settings = load_settings()
+    calendar = load_calendar(settings.config_dir, settings.timezone)
+    policy = DeadlinePolicy.from_file(settings.config_dir / "deadlines.yaml",
+                                      set(load_categories(settings.config_dir)))
+    apply = not args.dry_run
+    jobs = {
+        "dispatch": (DispatchBase.metadata,
+                     lambda rt: dispatch_recompute.recompute(rt, calendar, policy, apply)),
+        "supervision": (SupervisionBase.metadata,
+                        lambda rt: supervision_recompute.recompute(rt, calendar, apply)),
+    }
+    report: dict[str, Any] = {"dry_run": args.dry_run}
+    for service, (metadata, job) in jobs.items():
+        store = Store(settings.database_url_for(service), metadata, producer=service,
+                      pool_size=1)
+        try:
+            store.create_schema()
+            report[service] = job(ServiceRuntime(service, settings, store,
+                                                 settings.clock())).view()
+        finally:
+            store.dispose()
+    print(json.dumps(report))
+    return 0
+
+
 def cmd_clock(args: argparse.Namespace) -> int:
     """Print the offset (seconds) and moment of CI's year-end run: `<offset> <moment>`."""
     from datetime import UTC, datetime
@@ -241,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
                       "(prints events, seconds, events/s)")
     q.add_argument("--batch", type=int, default=5000, help="events read per query")
     p.set_defaults(func=cmd_reporting)
+
+    p = sub.add_parser("calendar", help="working-day calendar maintenance")
+    cal = p.add_subparsers(dest="action", required=True)
+    q = cal.add_parser("recompute", help="count provisional deadlines again once a year's "
+                       "official data is loaded; units whose dates change are told (idempotent)")
+    q.add_argument("--dry-run", action="store_true", help="only count what would change")
+    p.set_defaults(func=cmd_calendar)
 
     p = sub.add_parser("clock", help="test clock helpers")
     p.add_argument("action", choices=["year-end-shift"],

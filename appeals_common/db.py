@@ -32,6 +32,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
     text,
     update,
@@ -226,6 +227,33 @@ class UnitOfWork:
             self.session.execute(self._outbox.insert(), self.messages)
 
 
+def add_missing_columns(engine: Engine, metadata: MetaData) -> list[str]:
+    """Columns a newer release added to an existing table: ALTER TABLE … ADD COLUMN.
+
+    Only additive changes, and every added column is nullable or has a server default,
+    so rows written by the older release stay valid. Returns "table.column" added."""
+    added = []
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} " \
+                  f"{column.type.compile(engine.dialect)}"
+            if column.server_default is not None:
+                default = column.server_default.arg
+                ddl += f" DEFAULT {default.compile(engine) if hasattr(default, 'compile') else default}"
+            with engine.begin() as conn:
+                conn.execute(text(ddl))
+            log.warning("schema upgraded: added %s.%s", table.name, column.name)
+            added.append(f"{table.name}.{column.name}")
+    return added
+
+
 class Store:
     """A service's database: its engine, sessions and the reliability tables."""
 
@@ -242,6 +270,7 @@ class Store:
     def create_schema(self) -> None:
         ensure_database(self.url)
         self.metadata.create_all(self.engine)
+        add_missing_columns(self.engine, self.metadata)
 
     @contextmanager
     def unit_of_work(self, now: datetime) -> Iterator[UnitOfWork]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from appeals_common.calendar import WorkingCalendar
+from appeals_common.calendar import Deadline, WorkingCalendar
 
 
 class PolicyError(ValueError):
@@ -26,7 +26,26 @@ class AssignmentDeadlines:
     return_by: datetime
     respond_by: datetime
     latest_respond_by: datetime  # an extension may not go past this
-    provisional: bool
+    # Years without official calendar data that any of the four dates was counted over.
+    provisional_years: frozenset[int] = frozenset()
+
+    @property
+    def provisional(self) -> bool:
+        return bool(self.provisional_years)
+
+
+@dataclass(frozen=True)
+class CountedDeadline:
+    """A deadline counted in working days from a moment (negative: before it), kept with
+    the deadline so that it can be counted again once official calendar data arrives."""
+
+    start: datetime
+    working_days: int
+
+    def on(self, calendar: WorkingCalendar) -> Deadline:
+        if self.working_days > 0:
+            return calendar.add_working_days(self.start, self.working_days)
+        return calendar.working_day_before(self.start, -self.working_days)
 
 
 @dataclass(frozen=True)
@@ -54,16 +73,16 @@ class DeadlinePolicy:
         respond = calendar.add_working_days(assigned_at, limits.respond_working_days)
         latest = calendar.add_working_days(assigned_at, limits.max_respond_working_days)
         returns = calendar.add_working_days(assigned_at, limits.return_working_days)
+        years = respond.provisional_years | latest.provisional_years | returns.provisional_years
         if urgency == "urgent":
             # Urgent appeals are signed within hours, whatever the calendar says.
-            sign_by, sign_provisional = assigned_at + timedelta(hours=self.urgent_sign_hours), False
+            sign_by = assigned_at + timedelta(hours=self.urgent_sign_hours)
         else:
             sign = calendar.add_working_days(assigned_at, limits.sign_working_days)
-            sign_by, sign_provisional = sign.at, sign.provisional
+            sign_by, years = sign.at, years | sign.provisional_years
         return AssignmentDeadlines(
             sign_by=sign_by, return_by=returns.at, respond_by=respond.at,
-            latest_respond_by=latest.at,
-            provisional=respond.provisional or returns.provisional or sign_provisional,
+            latest_respond_by=latest.at, provisional_years=years,
         )
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from nameko.web.handlers import http
@@ -9,6 +10,8 @@ from sqlalchemy import text
 
 from appeals_common.dead_letter_metrics import ensure_registered
 from appeals_common.http import json_response, metrics_response
+
+log = logging.getLogger("appeals.metrics")
 
 
 class BaseService:
@@ -19,7 +22,14 @@ class BaseService:
         # Registered on the first scrape: the service's name and broker come from its
         # runtime, which only exists once the container runs.
         ensure_registered(self.runtime.service, self.runtime.settings.amqp_uri)
+        try:
+            self.refresh_metrics()
+        except Exception:  # a gauge that cannot be read must not fail the scrape
+            log.exception("refreshing %s's gauges failed", self.runtime.service)
         return metrics_response()
+
+    def refresh_metrics(self) -> None:
+        """Gauges read at scrape time; a service with any overrides this."""
 
     @http("GET", "/health")
     def health(self, request: Any) -> Any:

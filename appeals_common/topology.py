@@ -47,7 +47,8 @@ SERVICE_QUEUES: dict[str, list[tuple[str, str]]] = {
     "intake.events": [(EVENTS_EXCHANGE, key) for key in (
         "appeal.dispatched", "assignment.*", "extension.*", "appeal.responded",
         "appeal.reminded", "appeal.overdue", "appeal.supervised", "supervision_order.*",
-        "followup.*", "appeal.reopened", "appeal.closed", "class_problem.*")],
+        "followup.*", "appeal.reopened", "appeal.closed", "class_problem.*",
+        "deadline.recomputed")],
     "dispatch.events": [
         (EVENTS_EXCHANGE, "appeal.registered"),
         (EVENTS_EXCHANGE, "appeal.resolved_on_spot"),
@@ -57,6 +58,8 @@ SERVICE_QUEUES: dict[str, list[tuple[str, str]]] = {
         (EVENTS_EXCHANGE, "appeal.closed"),
         # Key supervision orders, so a unit's written feedback can be checked against them.
         (EVENTS_EXCHANGE, "supervision_order.issued"),
+        # A key order timed again on the official calendar moves its respond-by here too.
+        (EVENTS_EXCHANGE, "deadline.recomputed"),
     ],
     "dispatch.replies": [(REPLIES_EXCHANGE, "dept.*.*")],
     "supervision.events": [(EVENTS_EXCHANGE, "#")],

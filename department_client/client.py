@@ -43,6 +43,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pika
@@ -93,6 +94,11 @@ class Incoming:
     @property
     def known_kind(self) -> bool:
         return self.kind in contract.KNOWN_KINDS
+
+    @property
+    def changed_deadlines(self) -> dict[str, datetime]:
+        """For a `deadlines_changed` message: the new dates by name (sign_by, respond_by, …)."""
+        return contract.changed_deadlines(self.body)
 
 
 class SeenIds:

@@ -11,9 +11,10 @@ department-code syntax and times with an explicit UTC offset.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -29,7 +30,14 @@ RESERVED_CODES = frozenset({"events", "replies", "dlq"})
 # Department message kinds on appeals.dispatch. Readers MUST accept (and may ignore) kinds
 # that are not listed here: the suite may add kinds in minor versions.
 KNOWN_KINDS = ("assignment", "reply_result", "reminder", "supervision_notice",
-               "key_supervision_order", "reassigned", "return_decision", "extension_decision")
+               "key_supervision_order", "reassigned", "return_decision", "extension_decision",
+               "deadlines_changed")
+# Deadline names a `deadlines_changed` message may carry (the suite recounted provisional
+# deadlines once a year's official working-day calendar was loaded).
+DEADLINE_NAMES = ("sign_by", "return_by", "respond_by", "feedback_by", "plan_due_at",
+                  "report_due_at", "patrol_due_at")
+# A test knob the suite's processes share: real time shifted by this many seconds.
+CLOCK_OFFSET_ENV = "APPEALS_CLOCK_OFFSET_SECONDS"
 
 ACTIONS = ("sign", "respond", "return", "extend")
 OUTCOMES = ("solved", "explained", "not_solvable")  # 已解决 / 已解释说明 / 现行政策下无法解决
@@ -101,8 +109,21 @@ def iso_time(value: Any) -> str:
 
 
 def now_iso() -> str:
-    """Now, in the machine's local zone, with its offset."""
-    return datetime.now().astimezone().isoformat(timespec="seconds")
+    """Now, in the machine's local zone, with its offset (shifted by
+    APPEALS_CLOCK_OFFSET_SECONDS when a test runs the suite at another date)."""
+    offset = float(os.environ.get(CLOCK_OFFSET_ENV) or 0)
+    return (datetime.now().astimezone() + timedelta(seconds=offset)).isoformat(timespec="seconds")
+
+
+def changed_deadlines(body: Mapping[str, Any]) -> dict[str, datetime]:
+    """The new dates of a `deadlines_changed` message, by name (unknown names ignored)."""
+    if body.get("kind") != "deadlines_changed":
+        raise ValueError(f"not a deadlines_changed message: kind {body.get('kind')!r}")
+    deadlines = body.get("deadlines")
+    if not isinstance(deadlines, Mapping):
+        raise ValueError("deadlines_changed without a 'deadlines' object")
+    return {name: datetime.fromisoformat(value) for name, value in deadlines.items()
+            if name in DEADLINE_NAMES and isinstance(value, str)}
 
 
 def assignment_ref(assignment: Any) -> tuple[str, str]:

@@ -133,7 +133,7 @@ def decide_extension(runtime: ServiceRuntime, extension_id: str, payload: Any, a
             if until > a.latest_respond_by:
                 raise FieldErrors({"respond_by": [
                     f"past the longest time allowed, {a.latest_respond_by.isoformat()}"]})
-            a.respond_by = until
+            a.respond_by, a.respond_by_source = until, "extension"
         ext.state = "approved" if data["approve"] else "denied"
         ext.decided_by, ext.decided_at, ext.decision_reason = actor, uow.now, data["reason"]
         view = {"reg_no": a.reg_no, "assignment_id": a.id, "extension_id": ext.id,

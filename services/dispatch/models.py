@@ -50,6 +50,8 @@ class Assignment(Base):
     respond_by: Mapped[datetime] = mapped_column(UtcDateTime)
     latest_respond_by: Mapped[datetime] = mapped_column(UtcDateTime)
     deadlines_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Who set respond_by when the policy no longer does: "extension" or "key_order".
+    respond_by_source: Mapped[str | None] = mapped_column(String(16))
     signed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     outcome: Mapped[str | None] = mapped_column(String(24))

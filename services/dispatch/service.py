@@ -12,12 +12,12 @@ from nameko.web.handlers import http
 from appeals_common.auth import Principal
 from appeals_common.deadlines import DeadlinePolicy
 from appeals_common.http import api, page_args, read_json
-from appeals_common.metrics import load_calendar
+from appeals_common.metrics import load_calendar, set_provisional_gauges
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
 from appeals_common.registries import load_categories, load_departments, load_routing_rules
 from appeals_common.service_base import BaseService
 from appeals_common.settings import load_settings
-from services.dispatch import bureau, usecases
+from services.dispatch import bureau, recompute, usecases
 from services.dispatch.models import Base
 from services.dispatch.routing import Router
 
@@ -47,6 +47,11 @@ class DispatchService(BaseService):
     runtime = Runtime("dispatch", Base.metadata)
     rules = DispatchRules()
     metrics_dep = Metrics("dispatch")
+
+    def refresh_metrics(self) -> None:
+        waiting = recompute.recompute(self.runtime, self.rules.calendar, self.rules.policy,
+                                      apply=False)
+        set_provisional_gauges("dispatch", waiting.checked, waiting.still_provisional)
 
     @reliable_consume("dispatch.events")
     def on_event(self, delivery: Delivery) -> None:

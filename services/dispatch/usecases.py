@@ -24,6 +24,7 @@ from appeals_common.lifecycle import (
     next_appeal_state,
     next_assignment_state,
 )
+from appeals_common.metrics import count_provisional
 from appeals_common.nameko_ext import Delivery, ServiceRuntime, Unprocessable
 from appeals_common.schemas import REPLY_SCHEMAS, errors_by_field
 from services.dispatch.models import Assignment, DispatchAppeal, Extension, KeyOrder
@@ -66,6 +67,8 @@ def on_event(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
             _withdraw(uow, event)
         elif event.event_type == "supervision_order.issued":
             _record_key_order(uow, event)
+        elif event.event_type == "deadline.recomputed" and event.producer != runtime.service:
+            _recomputed_by_supervision(uow, event)
         elif event.event_type in ("appeal.resolved_on_spot", "appeal.closed"):
             # Kept so that no override can dispatch an appeal that is already answered.
             appeal = uow.session.get(DispatchAppeal, event.appeal_id)
@@ -98,6 +101,7 @@ def dispatch(uow: UnitOfWork, ctx: DispatchContext, appeal: DispatchAppeal,
     appeal.rule = decision.rule
     appeal.needs_joint_decision = False
     deadlines = ctx.policy.for_assignment(ctx.calendar, uow.now, appeal.urgency, appeal.category)
+    count_provisional("assignment", deadlines.provisional_years)
     assignments = []
     for role, dept in [("lead", decision.lead), *[("co", c) for c in decision.co]]:
         assignment = Assignment(
@@ -177,6 +181,7 @@ def _reopen(uow: UnitOfWork, ctx: DispatchContext, event: Event) -> None:
         lead.state = next_assignment_state(lead.state, "reopen")
         if event.data.get("respond_by"):  # the key supervision order's new deadline
             lead.respond_by = datetime.fromisoformat(event.data["respond_by"])
+            lead.respond_by_source = "key_order"
     elif not uow.session.scalars(select(Assignment.id).where(
             Assignment.appeal_id == appeal.id)).first():
         dispatch(uow, ctx, appeal, correlation_id=event.correlation_id)
@@ -194,6 +199,20 @@ def _record_key_order(uow: UnitOfWork, event: Event) -> None:
             assignment_id=data["assignment_id"], dept_code=data["dept_code"],
             issued_at=event.occurred_at,
             feedback_by=data.get("feedback_by") and datetime.fromisoformat(data["feedback_by"])))
+
+
+def _recomputed_by_supervision(uow: UnitOfWork, event: Event) -> None:
+    """Supervision timed a key supervision order again: its new respond-by and written
+    feedback deadline hold here too."""
+    data, deadlines = event.data, event.data.get("deadlines", {})
+    if data.get("duty") != "key_order":
+        return
+    order = uow.session.get(KeyOrder, data.get("order_no") or "")
+    if order is not None and "feedback_by" in deadlines:
+        order.feedback_by = datetime.fromisoformat(deadlines["feedback_by"])
+    lead = uow.session.get(Assignment, data.get("assignment_id"))
+    if lead is not None and lead.respond_by_source == "key_order" and "respond_by" in deadlines:
+        lead.respond_by = datetime.fromisoformat(deadlines["respond_by"])
 
 
 def _withdraw(uow: UnitOfWork, event: Event) -> None:

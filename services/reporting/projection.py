@@ -116,6 +116,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "followup.recorded": _APPEAL_AND_ASSIGNMENTS,
     "appeal.overdue": ("appeal",),
     "class_problem.annotated": ("appeal",),
+    "deadline.recomputed": _APPEAL_AND_ASSIGNMENTS,
 }
 
 
@@ -136,6 +137,11 @@ def needs(event: Event) -> list[tuple[str, str]]:
         out += [("walkthrough", d.get("walkthrough_id")), ("item", d.get("item_id"))]
     elif t.startswith("activity."):
         out.append(("activity", d.get("activity_id")))
+    elif t == "deadline.recomputed":
+        if d.get("order_no"):
+            out.append(("order", d.get("order_no")))
+        if d.get("duty") == "activity":
+            out.append(("activity", d.get("assignment_id")))
     return [(loader, key) for loader, key in out if key]
 
 
@@ -769,6 +775,28 @@ def _report_submitted(p: Projection, e: Event) -> None:
              service_items=json.dumps(items, ensure_ascii=False))
 
 
+def _recomputed(p: Projection, e: Event) -> None:
+    """Deadlines counted again once the year's official calendar was loaded."""
+    d = e.data
+    deadlines = {name: _time(value) for name, value in (d.get("deadlines") or {}).items()}
+    if d.get("duty") in ("assignment", "key_order") and e.appeal_id and (
+            "sign_by" in deadlines or "respond_by" in deadlines):
+        a, asg = _assignment_event(p, e)
+        if deadlines.get("sign_by") and asg["signed_at"] is None:
+            asg["sign_by"] = deadlines["sign_by"]
+        _respond_by(asg, deadlines.get("respond_by"), e.occurred_at)
+        _sync(p, a)
+    if d.get("order_no") and deadlines.get("feedback_by"):
+        order = p.need("order", d["order_no"], e)
+        order["feedback_by"] = deadlines["feedback_by"]
+        _order_on_time(order)
+    if d.get("duty") == "activity":
+        activity = p.need("activity", d.get("assignment_id"), e)
+        for name in ("plan_due_at", "report_due_at"):
+            if deadlines.get(name):
+                activity[name] = deadlines[name]
+
+
 _HANDLERS: dict[str, Callable[[Projection, Event], None]] = {
     "appeal.registered": _registered,
     "appeal.resolved_on_spot": _on_spot,
@@ -795,5 +823,6 @@ _HANDLERS: dict[str, Callable[[Projection, Event], None]] = {
     "activity.registered": _activity_registered,
     "activity.plan_submitted": _plan_submitted,
     "activity.report_submitted": _report_submitted,
+    "deadline.recomputed": _recomputed,
 }
 PROJECTED_EVENTS = frozenset(_HANDLERS)

@@ -18,9 +18,9 @@ from appeals_common.activity_schedule import (
     ActivityRecord,
     compliance,
     filing_status,
-    patrol_year_due,
-    plan_due,
-    report_due,
+    patrol_year_rule,
+    plan_rule,
+    report_rule,
 )
 from appeals_common.auth import Principal
 from appeals_common.calendar import WorkingCalendar
@@ -28,7 +28,7 @@ from appeals_common.db import UnitOfWork
 from appeals_common.http import Conflict, FieldErrors, HttpError, NotFound
 from appeals_common.nameko_ext import ServiceRuntime
 from appeals_common.schemas import PatrolPlanSchema, PatrolReportSchema
-from services.supervision.clocks import open_clock, settle_clock
+from services.supervision.clocks import count_deadline, open_clock, settle_clock
 from services.supervision.models import Activity, Clock
 
 
@@ -58,12 +58,14 @@ def on_registered(uow: UnitOfWork, calendar: WorkingCalendar, chains: ChainLeads
     uow.session.add(activity)
     if activity.kind != PATROL_KIND:
         return
-    activity.plan_due_at = plan_due(calendar, held_on)
-    activity.report_due_at = report_due(calendar, held_on)
+    plan, report = (count_deadline(calendar, kind, rule.start, rule.working_days)
+                    for kind, rule in (("plan", plan_rule(calendar, held_on)),
+                                       ("report", report_rule(calendar, held_on))))
+    activity.plan_due_at, activity.report_due_at = plan.deadline.at, report.deadline.at
     dept = chains.responsible_for(activity)
-    for kind, due in (("plan", activity.plan_due_at), ("report", activity.report_due_at)):
+    for kind, counted in (("plan", plan), ("report", report)):
         open_clock(uow, appeal_id=activity.id, dept=dept, duty_id=activity.id, kind=kind,
-                   due_at=due, reg_no=activity.id)
+                   due_at=counted.deadline.at, reg_no=activity.id, counted=counted)
     if activity.industry_chain:
         settle_clock(uow, year_clock_id(activity.industry_chain, held_on.year), "patrol")
 
@@ -83,8 +85,10 @@ def open_year_clocks(runtime: ServiceRuntime, calendar: WorkingCalendar, chains:
             duty = year_clock_id(chain, year)
             if duty in known or chain in patrolled:
                 continue
+            rule = patrol_year_rule(calendar, year)
+            counted = count_deadline(calendar, "patrol", rule.start, rule.working_days)
             open_clock(uow, appeal_id=duty, dept=lead, duty_id=duty, kind="patrol",
-                       due_at=patrol_year_due(calendar, year), reg_no=duty)
+                       due_at=counted.deadline.at, reg_no=duty, counted=counted)
             opened += 1
         return opened
 

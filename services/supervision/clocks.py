@@ -6,16 +6,19 @@ the message it causes, so two replicas never send one twice and a crash never ha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 
 from appeals_common.activity_schedule import PATROL_REMINDER_WORKING_DAYS
-from appeals_common.calendar import WorkingCalendar
+from appeals_common.calendar import Deadline, WorkingCalendar
 from appeals_common.db import UnitOfWork
+from appeals_common.deadlines import CountedDeadline
 from appeals_common.department_messages import send_to_department
 from appeals_common.envelope import Event
+from appeals_common.metrics import count_provisional
 from appeals_common.nameko_ext import ServiceRuntime
 from services.supervision.escalation import (
     NOTICE,
@@ -27,6 +30,13 @@ from services.supervision.escalation import (
     working_days_overdue,
 )
 from services.supervision.models import Clock, KeyOrder
+
+
+@dataclass(frozen=True)
+class Counted:
+    rule: CountedDeadline
+    deadline: Deadline
+
 
 SENT_COLUMN = {REMINDER: "reminder_at", NOTICE: "notice_at", ORDER: "order_at"}
 # What a clock can time: an assignment's sign/respond, a confirmed class problem, a key
@@ -44,32 +54,47 @@ EVENT_FOR = {REMINDER: "appeal.reminded", NOTICE: "appeal.supervised",
 
 
 def open_clock(uow: UnitOfWork, *, appeal_id: str, dept: str, duty_id: str, kind: str,
-               due_at: datetime, reg_no: str) -> None:
+               due_at: datetime, reg_no: str, counted: Counted | None = None) -> None:
     """Start (or restart with a new deadline) the clock of one duty: an assignment's sign
-    or respond, or another duty of CLOCK_KINDS (duty_id = that thing's id)."""
-    _open(uow, appeal_id, dept, duty_id, kind, due_at, reg_no)
+    or respond, or another duty of CLOCK_KINDS (duty_id = that thing's id). ``counted``:
+    supervision counted the deadline itself (how, and the result), so it can be recounted."""
+    _open(uow, appeal_id, dept, duty_id, kind, due_at, reg_no, counted)
+
+
+def count_deadline(calendar: WorkingCalendar, kind: str, start: datetime,
+                   working_days: int) -> Counted:
+    """A deadline supervision counts itself, with how it was counted."""
+    rule = CountedDeadline(start, working_days)
+    deadline = rule.on(calendar)
+    count_provisional(kind, deadline.provisional_years)
+    return Counted(rule, deadline)
 
 
 def _open(uow: UnitOfWork, appeal_id: str, dept: str, assignment_id: str, kind: str,
-          due_at: datetime, reg_no: str) -> None:
+          due_at: datetime, reg_no: str, counted: Counted | None = None) -> None:
     clock_id = f"{assignment_id}:{kind}"
     clock = uow.session.get(Clock, clock_id)
     if clock is None:
-        uow.session.add(Clock(id=clock_id, appeal_id=appeal_id, reg_no=reg_no,
-                              assignment_id=assignment_id, dept_code=dept, kind=kind,
-                              due_at=due_at, state="open"))
+        clock = Clock(id=clock_id, appeal_id=appeal_id, reg_no=reg_no,
+                      assignment_id=assignment_id, dept_code=dept, kind=kind,
+                      due_at=due_at, state="open")
+        uow.session.add(clock)
     else:  # a new deadline for the same duty (extension, reopen): notices start afresh
         clock.due_at, clock.state, clock.met_at = due_at, "open", None
         clock.reminder_at = clock.notice_at = clock.order_at = None
+    clock.basis_at = counted.rule.start if counted else None
+    clock.basis_days = counted.rule.working_days if counted else None
+    clock.provisional = bool(counted and counted.deadline.provisional)
 
 
 def record_key_order(uow: UnitOfWork, *, order_no: str, appeal_id: str | None, reg_no: str,
-                     duty_id: str, dept: str, cause: str, feedback_by: datetime) -> None:
+                     duty_id: str, dept: str, cause: str, feedback: Counted) -> None:
     """Keep the order and time the unit's written feedback (reminded, then chased)."""
+    feedback_by = feedback.deadline.at
     uow.session.add(KeyOrder(order_no=order_no, appeal_id=appeal_id, reg_no=reg_no,
                              assignment_id=duty_id, dept_code=dept, cause=cause,
                              issued_at=uow.now, feedback_by=feedback_by))
-    _open(uow, appeal_id or reg_no, dept, order_no, "feedback", feedback_by, reg_no)
+    _open(uow, appeal_id or reg_no, dept, order_no, "feedback", feedback_by, reg_no, feedback)
 
 
 def settle_clock(uow: UnitOfWork, duty_id: str, kind: str, state: str = "met") -> None:
@@ -114,6 +139,13 @@ def apply_to_clocks(uow: UnitOfWork, event: Event) -> None:
             (t == "assignment.reassigned" or data.get("accepted")):
         _set_state(uow, Clock.assignment_id == data["assignment_id"], "cancelled",
                    event.occurred_at)
+    elif t == "deadline.recomputed" and data.get("duty") == "assignment":
+        # Dispatch counted the assignment's deadlines again on the official calendar.
+        for kind, name in (("sign", "sign_by"), ("respond", "respond_by")):
+            clock = uow.session.get(Clock, f"{data['assignment_id']}:{kind}")
+            if name in data["deadlines"] and clock is not None and clock.state == "open":
+                _open(uow, clock.appeal_id, clock.dept_code, clock.assignment_id, kind,
+                      datetime.fromisoformat(data["deadlines"][name]), clock.reg_no)
     elif t == "appeal.closed":
         cancel_clocks(uow, event.appeal_id)
     elif t == "appeal.withdrawn":
@@ -158,13 +190,16 @@ def _notify(uow: UnitOfWork, clock: Clock, kind: str, now: datetime,
             "working_days_overdue": overdue}
     appeal_id = _appeal_of(uow, clock)
     if kind == ORDER:
-        feedback_by = calendar.add_working_days(now, KEY_ORDER_FEEDBACK_WORKING_DAYS).at
-        body.update(order_no=f"ZD-{clock.reg_no}-{clock.dept_code}-{clock.kind}-{now:%Y%m%d%H%M}",
-                    feedback_required=True, feedback_by=feedback_by.isoformat())
+        feedback = count_deadline(calendar, "key_order", now, KEY_ORDER_FEEDBACK_WORKING_DAYS)
+        # Numbers carry the local date and time, as people read them.
+        local = now.astimezone(calendar.tz)
+        body.update(order_no=f"ZD-{clock.reg_no}-{clock.dept_code}-{clock.kind}-{local:%Y%m%d%H%M}",
+                    feedback_required=True, feedback_by=feedback.deadline.at.isoformat(),
+                    deadlines_provisional=feedback.deadline.provisional)
         record_key_order(uow, order_no=body["order_no"], appeal_id=appeal_id,
                          reg_no=clock.reg_no, duty_id=clock.assignment_id,
                          dept=clock.dept_code, cause=f"overdue_{clock.kind}",
-                         feedback_by=feedback_by)
+                         feedback=feedback)
     send_to_department(uow, clock.dept_code, kind, clock.reg_no, clock.assignment_id, body)
     if kind == NOTICE:
         uow.emit("appeal.overdue", {"reg_no": clock.reg_no, "assignment_id": clock.assignment_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, Integer, MetaData, String, Text
+from sqlalchemy import Boolean, Date, Integer, MetaData, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from appeals_common.db import UtcDateTime, reliability_tables
@@ -110,6 +110,12 @@ class Clock(Base):
     reminder_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     notice_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     order_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # A deadline supervision counted itself (key order, patrol plan/report, yearly patrol):
+    # from when and how many working days, and whether a year without official data was
+    # counted over, so `appeals calendar recompute` can count it again.
+    basis_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    basis_days: Mapped[int | None] = mapped_column(Integer)
+    provisional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class KeyOrder(Base):

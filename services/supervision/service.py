@@ -15,12 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from appeals_common.auth import Principal
 from appeals_common.calendar import WorkingCalendar
 from appeals_common.http import FieldErrors, NotFound, api, page_args, read_json
-from appeals_common.metrics import load_calendar
+from appeals_common.metrics import load_calendar, set_provisional_gauges
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
 from appeals_common.registries import load_departments, load_industry_chains
 from appeals_common.service_base import BaseService
 from appeals_common.settings import load_settings
-from services.supervision import activities, clocks, usecases, walkthroughs
+from services.supervision import activities, clocks, recompute, usecases, walkthroughs
 from services.supervision import class_problem_usecases as classes
 from services.supervision.activities import ChainLeads
 from services.supervision.class_problems import ClusterSettings
@@ -70,6 +70,10 @@ class SupervisionService(BaseService):
     calendar = Calendar()
     metrics_dep = Metrics("supervision")
     class_settings = ClassSettings()
+
+    def refresh_metrics(self) -> None:
+        waiting = recompute.recompute(self.runtime, self.calendar, apply=False)
+        set_provisional_gauges("supervision", waiting.checked, waiting.still_provisional)
 
     @reliable_consume("supervision.events")
     def on_event(self, delivery: Delivery) -> None:

@@ -13,12 +13,19 @@ from appeals_common.department_messages import send_to_department
 from appeals_common.envelope import Event
 from appeals_common.http import Conflict, FieldErrors, NotFound, Page
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
+from appeals_common.metrics import count_provisional
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
 from appeals_common.schemas import FollowupSchema, UnreachableClosureSchema
 from services.supervision import activities
 from services.supervision.activities import ChainLeads
-from services.supervision.clocks import apply_to_clocks, cancel_clocks, open_clock, record_key_order
+from services.supervision.clocks import (
+    apply_to_clocks,
+    cancel_clocks,
+    count_deadline,
+    open_clock,
+    record_key_order,
+)
 from services.supervision.models import Followup, KeyOrder, SupervisedAppeal
 
 EVENTS_CONSUMER = "supervision.events"
@@ -102,17 +109,24 @@ def _apply(appeal: SupervisedAppeal, event: Event, calendar: WorkingCalendar) ->
         appeal.lead_dept, appeal.lead_assignment_id = data["dept_code"], data["assignment_id"]
         appeal.responded_at = event.occurred_at
         appeal.outcome = data.get("outcome")
-        appeal.followup_by = calendar.add_working_days(event.occurred_at,
-                                                       FOLLOWUP_WORKING_DAYS).at
+        appeal.followup_by = _followup_by(calendar, event)
     elif event.event_type == "extension.decided" and data.get("approved"):
         appeal.respond_by = datetime.fromisoformat(data["respond_by"])
+    elif event.event_type == "deadline.recomputed" and data.get("role") == "lead" \
+            and "respond_by" in data.get("deadlines", {}):
+        appeal.respond_by = datetime.fromisoformat(data["deadlines"]["respond_by"])
     elif event.event_type == "appeal.reclassified":
         appeal.category, appeal.industry_chain = data["category"], data["industry_chain"]
     elif event.event_type == "appeal.resolved_on_spot":
-        appeal.followup_by = calendar.add_working_days(event.occurred_at,
-                                                       FOLLOWUP_WORKING_DAYS).at
+        appeal.followup_by = _followup_by(calendar, event)
     appeal.state, appeal.state_at = project_state(appeal.state, appeal.state_at, event.event_type,
                                                 data, event.occurred_at)
+
+
+def _followup_by(calendar: WorkingCalendar, event: Event) -> datetime:
+    deadline = calendar.add_working_days(event.occurred_at, FOLLOWUP_WORKING_DAYS)
+    count_provisional("followup", deadline.provisional_years)
+    return deadline.at
 
 
 def _locked_appeal(uow: UnitOfWork, reg_no: str) -> SupervisedAppeal:
@@ -184,20 +198,22 @@ def close_unreachable(runtime: ServiceRuntime, reg_no: str, payload: Any, actor:
 def _issue_key_order(uow: UnitOfWork, calendar: WorkingCalendar, appeal: SupervisedAppeal,
                      followup: dict[str, Any], actor: str) -> None:
     """不满意: a key supervision order to the lead unit with a new deadline, and 重办."""
-    due = calendar.add_working_days(uow.now, REOPEN_WORKING_DAYS).at
-    order_no = f"ZD-{appeal.reg_no}-{appeal.lead_dept}-{uow.now:%Y%m%d%H%M%S}"
+    counted = count_deadline(calendar, "key_order", uow.now, REOPEN_WORKING_DAYS)
+    due = counted.deadline.at
+    order_no = f"ZD-{appeal.reg_no}-{appeal.lead_dept}-{uow.now.astimezone(calendar.tz):%Y%m%d%H%M%S}"
     # The written feedback is due with the new response.
     body = {"order_no": order_no, "reasons": followup["comments"] or followup["grade"],
             "grade": followup["grade"], "respond_by": due.isoformat(),
-            "feedback_required": True, "feedback_by": due.isoformat()}
+            "feedback_required": True, "feedback_by": due.isoformat(),
+            "deadlines_provisional": counted.deadline.provisional}
     send_to_department(uow, appeal.lead_dept, "key_supervision_order", appeal.reg_no,
                        appeal.lead_assignment_id, body)
     record_key_order(uow, order_no=order_no, appeal_id=appeal.id, reg_no=appeal.reg_no,
                      duty_id=appeal.lead_assignment_id, dept=appeal.lead_dept,
-                     cause="unsatisfied_followup", feedback_by=due)
+                     cause="unsatisfied_followup", feedback=counted)
     open_clock(uow, appeal_id=appeal.id, dept=appeal.lead_dept,
                duty_id=appeal.lead_assignment_id, kind="respond", due_at=due,
-               reg_no=appeal.reg_no)
+               reg_no=appeal.reg_no, counted=counted)
     uow.emit("supervision_order.issued", {"reg_no": appeal.reg_no, "actor": actor,
                                           "dept_code": appeal.lead_dept,
                                           "assignment_id": appeal.lead_assignment_id, **body},

@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 import requests
 
+from tests.e2e import suite_time
 from tests.e2e.bus import Bus, appeal_body, reply_body
 
 
@@ -53,7 +54,11 @@ def test_extension_requested_over_the_bus_and_decided_over_http(bus, urls, token
     lead = bus.dept_message("rsj", "assignment", reg_no)
     bus.reply("rsj", "sign", reply_body(lead))
     bus.dept_message("rsj", "reply_result", reg_no)
-    bus.reply("rsj", "extend", reply_body(lead, requested_until="2026-12-09T18:00:00+08:00",
+    # One working day past the deadline the suite set: after respond_by, well within the
+    # category's longest time allowed, and in the future whatever day the suite runs on.
+    asked = suite_time.at(suite_time.working_day_after(datetime.fromisoformat(lead["respond_by"])),
+                          18)
+    bus.reply("rsj", "extend", reply_body(lead, requested_until=suite_time.iso(asked),
                                           reason="需核对社保记录"))
     assert bus.dept_message("rsj", "reply_result", reg_no)["status"] == "accepted"
 
@@ -63,6 +68,7 @@ def test_extension_requested_over_the_bus_and_decided_over_http(bus, urls, token
         pending = [e for e in requests.get(f"{urls['dispatch']}/extensions",
                                            params={"state": "requested"}, headers=staff).json()
                    if e["reg_no"] == reg_no]
+    assert datetime.fromisoformat(pending[0]["requested_until"]) == asked
     url = f"{urls['dispatch']}/extensions/{pending[0]['extension_id']}/decision"
     bad = requests.post(url, json={"approve": "maybe", "reason": "x"}, headers=staff)
     assert bad.status_code == 422 and "approve" in bad.json()["errors"]

@@ -16,6 +16,7 @@ from appeals_common.calendar import (
     Deadline,
     WorkingCalendar,
     YearOverride,
+    statutory_holidays,
 )
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -78,16 +79,16 @@ def test_national_day_2026_is_not_working(cal: WorkingCalendar) -> None:
 
 def test_covers(cal: WorkingCalendar) -> None:
     assert cal.covers(2004) and cal.covers(2026)
-    assert not cal.covers(2027)
+    assert not cal.covers(UNCOVERED)
     assert not cal.covers(2003)
 
 
 def test_add_working_days_across_national_day(cal: WorkingCalendar) -> None:
     # Wed 2026-09-30 + 1 skips 10-01..10-07; 10-10 (Sat) is a make-up day.
-    assert cal.add_working_days(at(2026, 9, 29), 1) == Deadline(eod(2026, 9, 30), False)
-    assert cal.add_working_days(at(2026, 9, 30), 1) == Deadline(eod(2026, 10, 8), False)
-    assert cal.add_working_days(at(2026, 9, 30), 3) == Deadline(eod(2026, 10, 10), False)
-    assert cal.add_working_days(at(2026, 9, 30), 4) == Deadline(eod(2026, 10, 12), False)
+    assert cal.add_working_days(at(2026, 9, 29), 1) == Deadline(eod(2026, 9, 30))
+    assert cal.add_working_days(at(2026, 9, 30), 1) == Deadline(eod(2026, 10, 8))
+    assert cal.add_working_days(at(2026, 9, 30), 3) == Deadline(eod(2026, 10, 10))
+    assert cal.add_working_days(at(2026, 9, 30), 4) == Deadline(eod(2026, 10, 12))
 
 
 def test_deadline_is_end_of_local_day(cal: WorkingCalendar) -> None:
@@ -115,7 +116,7 @@ def test_start_day_is_local_day(cal: WorkingCalendar) -> None:
 def test_start_on_weekend_or_holiday(
     cal: WorkingCalendar, start: datetime, expected: datetime
 ) -> None:
-    assert cal.add_working_days(start, 1) == Deadline(expected, False)
+    assert cal.add_working_days(start, 1) == Deadline(expected)
 
 
 def test_naive_datetime_rejected(cal: WorkingCalendar) -> None:
@@ -145,78 +146,108 @@ def test_working_days_between(cal: WorkingCalendar) -> None:
 
 
 # -- uncovered years -------------------------------------------------------------------
+# Found at run time: the suite stays green when next year's official data arrives.
 
 
-@pytest.mark.parametrize(
-    ("start", "expected"),
-    [
-        (at(2026, 12, 29), eod(2027, 1, 5)),  # Dec 30, 31, Jan 1, 4, 5 (Mon-Fri guess)
-        (at(2026, 12, 30), eod(2027, 1, 6)),
-        (at(2026, 12, 31), eod(2027, 1, 7)),
-    ],
-)
-def test_deadline_into_2027_is_provisional(start: datetime, expected: datetime) -> None:
-    seen: list[int] = []
-    cal = WorkingCalendar(on_provisional=seen.append)
-    assert cal.add_working_days(start, 5) == Deadline(expected, True)
-    assert seen == [2027]
+def _first_uncovered_year() -> int:
+    cal, year = WorkingCalendar(), datetime.now(UTC).year  # today only picks the year
+    while cal.covers(year):
+        year += 1
+    return year
 
 
-def test_deadline_inside_2026_is_not_provisional_near_year_end() -> None:
-    seen: list[int] = []
-    cal = WorkingCalendar(on_provisional=seen.append)
-    assert cal.add_working_days(at(2026, 12, 29), 2) == Deadline(eod(2026, 12, 31), False)
-    assert seen == []
+UNCOVERED = _first_uncovered_year()
 
 
-def test_uncovered_year_warns_once_but_hook_called_each_time(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    seen: list[int] = []
-    cal = WorkingCalendar(on_provisional=seen.append)
+def test_deadline_from_2026_12_31_skips_new_years_day_2027(cal: WorkingCalendar) -> None:
+    """Whether 2027 is official yet or not, 1 January is no working day."""
+    assert not cal.is_working_day(date(2027, 1, 1))
+    deadline = cal.add_working_days(at(2026, 12, 31), 1)
+    assert deadline.at == eod(2027, 1, 4)  # Fri 1 Jan off, then the weekend
+    assert deadline.provisional == (not cal.covers(2027))
+    sign = cal.add_working_days(at(2026, 12, 31, 16), 1)
+    assert sign.at.date() != date(2027, 1, 1)
+
+
+def test_fallback_knows_the_2027_statutory_holidays(cal: WorkingCalendar) -> None:
+    """The rule for a year without data: Mon-Fri minus the statutory days (2024 revision):
+    元旦, 春节 除夕 to 初三 (2027: 5-8 Feb), 清明, May 1-2, 端午, 中秋, Oct 1-3."""
+    off = [date(2027, 1, 1), date(2027, 2, 5), date(2027, 2, 8), date(2027, 4, 5),
+           date(2027, 6, 9), date(2027, 9, 15), date(2027, 10, 1)]
+    for day in off:
+        assert day.weekday() < 5 and not cal.law_is_working_day(day), day
+    spring = [date(2027, 2, 5) + timedelta(days=i) for i in range(4)]  # 除夕 .. 初三
+    assert not any(cal.law_is_working_day(d) for d in spring)
+    # No guessed in-lieu days: Thu before and Tue after the festival are working days.
+    assert cal.law_is_working_day(date(2027, 2, 4)) and cal.law_is_working_day(date(2027, 2, 9))
+    assert cal.law_is_working_day(date(2027, 5, 3))  # Monday after May Day weekend
+    assert not cal.law_is_working_day(date(2027, 2, 6))  # a Saturday stays off
+
+
+def test_an_uncovered_year_follows_the_law(cal: WorkingCalendar) -> None:
+    year = UNCOVERED
+    new_year = date(year, 1, 1)
+    assert not cal.is_working_day(new_year)
+    deadline = cal.add_working_days(at(year - 1, 12, 31), 1)
+    assert deadline.provisional_years == frozenset({year})
+    assert deadline.at.date() > new_year and deadline.at.date().weekday() < 5
+    assert all(not cal.is_working_day(d) for d in statutory_holidays(year))
+    assert len(statutory_holidays(year)) >= 11  # some festivals can fall on one day
+
+
+@pytest.mark.parametrize("days", [1, 3, 5])
+def test_deadline_into_an_uncovered_year_is_provisional(days: int) -> None:
+    cal = WorkingCalendar()
+    deadline = cal.add_working_days(at(UNCOVERED - 1, 12, 31), days)
+    assert deadline.at.year == UNCOVERED and deadline.provisional_years == {UNCOVERED}
+
+
+def test_deadline_inside_a_covered_year_is_not_provisional_near_year_end() -> None:
+    cal = WorkingCalendar()
+    assert cal.add_working_days(at(2026, 12, 29), 2) == Deadline(eod(2026, 12, 31))
+
+
+def test_uncovered_year_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    cal = WorkingCalendar()
     with caplog.at_level(logging.WARNING, logger="appeals.calendar"):
-        cal.add_working_days(at(2026, 12, 31), 5)
-        cal.add_working_days(at(2026, 12, 31), 5)
-        assert cal.is_working_day(date(2027, 1, 4))
-        assert not cal.is_working_day(date(2027, 1, 2))
+        cal.add_working_days(at(UNCOVERED - 1, 12, 31), 5)
+        cal.add_working_days(at(UNCOVERED - 1, 12, 31), 5)
+        cal.is_working_day(date(UNCOVERED, 1, 4))
     warnings = [r for r in caplog.records if r.name == "appeals.calendar"]
-    assert len(warnings) == 1 and "2027" in warnings[0].getMessage()
-    assert seen == [2027] * 4
+    assert len(warnings) == 1 and str(UNCOVERED) in warnings[0].getMessage()
 
 
-def test_failing_hook_does_not_break_deadlines() -> None:
-    def boom(year: int) -> None:
-        raise RuntimeError("metrics down")
-
-    cal = WorkingCalendar(on_provisional=boom)
-    assert cal.add_working_days(at(2026, 12, 31), 1) == Deadline(eod(2027, 1, 1), True)
+def test_working_day_before_counts_back_and_flags_the_years() -> None:
+    cal = WorkingCalendar()
+    # Three working days before Thu 2026-10-08: 9-30, 9-29, 9-28 (National Day between).
+    assert cal.working_day_before(at(2026, 10, 8), 3) == Deadline(eod(2026, 9, 28))
+    back = cal.working_day_before(at(UNCOVERED + 1, 1, 1, 0), 1)
+    assert back.at.date().year == UNCOVERED and back.provisional_years == {UNCOVERED}
 
 
 # -- overrides -------------------------------------------------------------------------
 
 
-def test_complete_override_covers_2027(tmp_path: Path) -> None:
-    seen: list[int] = []
-    cal = WorkingCalendar.from_file(write(tmp_path, FAKE_2027), on_provisional=seen.append)
-    assert cal.covers(2027)
-    assert not cal.is_working_day(date(2027, 1, 1))
-    assert not cal.is_working_day(date(2027, 1, 5))
-    assert cal.is_working_day(date(2027, 1, 9))  # Saturday make-up day
-    assert not cal.is_working_day(date(2027, 1, 10))  # unlisted Sunday
-    # Dec 30, 31, (Jan 1 off), Jan 4, (Jan 5 off), Jan 6, 7
-    assert cal.add_working_days(at(2026, 12, 29), 5) == Deadline(eod(2027, 1, 7), False)
-    assert cal.add_working_days(at(2027, 1, 7), 2) == Deadline(eod(2027, 1, 9), False)
-    assert seen == []
+def test_complete_override_covers_a_year(tmp_path: Path) -> None:
+    year = UNCOVERED
+    text = FAKE_2027.replace("2027", str(year))
+    cal = WorkingCalendar.from_file(write(tmp_path, text))
+    assert cal.covers(year)
+    jan = {d: date(year, 1, d) for d in (1, 4, 5, 6, 7, 8, 9, 10, 11)}
+    assert not cal.is_working_day(jan[1]) and not cal.is_working_day(jan[5])
+    assert cal.is_working_day(jan[9])  # the listed make-up day, whatever weekday it is
+    expected = [d for d in sorted(jan.values())
+                if d not in (jan[1], jan[5]) and (d.weekday() < 5 or d == jan[9])]
+    deadline = cal.add_working_days(at(year - 1, 12, 31), 2)
+    assert deadline == Deadline(datetime.combine(expected[1], time(23, 59, 59), tzinfo=SHANGHAI))
 
 
 def test_incomplete_override_patches_but_stays_provisional() -> None:
-    seen: list[int] = []
-    cal = WorkingCalendar(
-        {2027: YearOverride(holidays=frozenset({date(2027, 1, 1)}))}, on_provisional=seen.append
-    )
-    assert not cal.covers(2027)
-    assert cal.add_working_days(at(2026, 12, 31), 1) == Deadline(eod(2027, 1, 4), True)
-    assert seen == [2027]
+    year = UNCOVERED
+    second = date(year, 1, 2)
+    cal = WorkingCalendar({year: YearOverride(holidays=frozenset({second}))})
+    assert not cal.covers(year) and not cal.is_working_day(second)
+    assert cal.add_working_days(at(year - 1, 12, 31), 1).provisional_years == {year}
 
 
 def test_override_corrects_library_year() -> None:
@@ -229,10 +260,9 @@ def test_override_corrects_library_year() -> None:
     assert cal.is_working_day(date(2026, 2, 14))
 
 
-def test_shipped_override_file_loads_and_leaves_2027_uncovered() -> None:
+def test_shipped_override_file_loads() -> None:
     cal = WorkingCalendar.from_file(REPO / "config" / "calendar_overrides.yaml")
     assert cal.covers(2026)
-    assert not cal.covers(2027)
 
 
 @pytest.mark.parametrize(
@@ -296,4 +326,6 @@ def test_deadline_property(start: datetime, n: int) -> None:
         for i in range(1, (due - start_day).days + 1)
     )
     assert counted == n == _CAL.working_days_between(start_day, due)
-    assert deadline.provisional == (due.year >= 2027)
+    first_counted = start_day + timedelta(days=1)
+    assert deadline.provisional == any(not _CAL.covers(y)
+                                       for y in range(first_counted.year, due.year + 1))

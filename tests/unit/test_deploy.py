@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from appeals_common.dead_letter_metrics import ERRORS, GAUGE
+from appeals_common.metrics import PROVISIONAL_STALE
 from appeals_common.nameko_ext import OUTBOX_BACKLOG
 from appeals_common.provisioning import grants_from_config
 from appeals_common.registries import load_departments, load_source_systems
@@ -253,6 +254,7 @@ def test_prometheus_loads_the_alert_rules() -> None:
     ("AppealsDeadLettersPresent", GAUGE),
     ("AppealsDeadLettersUnreadable", ERRORS + "_total"),
     ("AppealsOutboxBacklog", OUTBOX_BACKLOG._name),
+    ("AppealsProvisionalDeadlinesStale", PROVISIONAL_STALE._name),
 ])
 def test_alert_rules_watch_the_suites_series(alert_rules: dict[str, dict[str, Any]], alert: str,
                                              series: str) -> None:
