@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -61,7 +61,7 @@ def recompute(runtime: ServiceRuntime, calendar: WorkingCalendar, policy: Deadli
             for name, (_, new) in changes.items():
                 setattr(a, name, new)
             if changes:
-                _tell(uow, a, changes, fresh.provisional)
+                _tell(uow, a, changes, fresh.provisional, calendar.tz)
     return result
 
 
@@ -86,15 +86,15 @@ def _changes(a: Assignment, fresh: Any) -> dict[str, tuple[datetime, datetime]]:
 
 
 def _tell(uow: Any, a: Assignment, changes: dict[str, tuple[datetime, datetime]],
-          provisional: bool) -> None:
+          provisional: bool, tz: tzinfo) -> None:
     visible = {n: c for n, c in changes.items() if n != "latest_respond_by"}
     deadlines = {n: new.isoformat() for n, (_, new) in changes.items()}
-    previous = {n: old.isoformat() for n, (old, _) in changes.items()}
+    previous = {n: old.astimezone(tz).isoformat() for n, (old, _) in changes.items()}
     if visible:  # the unit never sees latest_respond_by; nothing to tell it otherwise
         send_to_department(uow, a.dept_code, "deadlines_changed", a.reg_no, a.id, {
             "duty": "assignment", "reason": "calendar",
             "deadlines": {n: new.isoformat() for n, (_, new) in visible.items()},
-            "previous": {n: old.isoformat() for n, (old, _) in visible.items()},
+            "previous": {n: previous[n] for n in visible},
             "deadlines_provisional": provisional})
     uow.emit("deadline.recomputed", {
         "reg_no": a.reg_no, "duty": "assignment", "assignment_id": a.id,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -60,7 +61,7 @@ def recompute(runtime: ServiceRuntime, calendar: WorkingCalendar,
             result.count(fresh, clock)
             clock.provisional = fresh.provisional
             if fresh.at != clock.due_at:
-                _move(uow, clock, fresh)
+                _move(uow, clock, fresh, calendar.tz)
     return result
 
 
@@ -75,8 +76,8 @@ def _plans(session: Any, calendar: WorkingCalendar, lock: bool
         yield clock, fresh
 
 
-def _move(uow: UnitOfWork, clock: Clock, fresh: Deadline) -> None:
-    previous = clock.due_at
+def _move(uow: UnitOfWork, clock: Clock, fresh: Deadline, tz: tzinfo) -> None:
+    previous = clock.due_at.astimezone(tz)
     clock.due_at = fresh.at
     # Notices about the old date no longer apply; the scan sends what the new one calls for.
     clock.reminder_at = clock.notice_at = clock.order_at = None

@@ -68,4 +68,20 @@ def test_deadline_policy_on_the_calendar():
     urgent = DeadlinePolicy().for_assignment(cal, datetime(2026, 9, 30, 10, tzinfo=tz), "urgent")
     assert urgent.sign_by == datetime(2026, 9, 30, 12, tzinfo=tz)
     late = DeadlinePolicy().for_assignment(cal, datetime(2026, 12, 28, 10, tzinfo=tz), "normal")
-    assert late.respond_by.year == 2027 and late.provisional
+    assert late.respond_by.year == 2027 and late.provisional == (not cal.covers(2027))
+
+
+def test_the_latest_date_an_extension_may_reach_counts_in_the_provisional_flag() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from appeals_common.calendar import WorkingCalendar
+    from tests.tools_time import first_uncovered_year
+
+    cal, year = WorkingCalendar(), first_uncovered_year()
+    assigned = datetime(year - 1, 12, 15, 10, tzinfo=ZoneInfo("Asia/Shanghai"))
+    d = DeadlinePolicy().for_assignment(cal, assigned, "normal")
+    # Sign, return and respond fall in the covered year; only `latest` reaches the next.
+    assert (d.sign_by.year, d.return_by.year, d.respond_by.year) == (year - 1,) * 3
+    assert d.latest_respond_by.year == year
+    assert d.provisional and d.provisional_years == {year}
