@@ -10,6 +10,8 @@ import jwt
 from appeals_common.reference import ROLES
 
 ISSUER = "appeals-suite"
+# Hosts' clocks differ a little: a token is good this long past its `exp` (and before `iat`).
+CLOCK_SKEW_SECONDS = 60
 
 
 class AuthError(Exception):
@@ -49,7 +51,7 @@ def authenticate(authorization: str | None, secret: str) -> Principal:
     token = authorization.removeprefix("Bearer ").strip()
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER,
-                            options={"require": ["sub", "role", "exp"]})
+                            leeway=CLOCK_SKEW_SECONDS, options={"require": ["sub", "role", "exp"]})
     except jwt.ExpiredSignatureError:
         raise AuthError(401, "token expired") from None
     except jwt.InvalidTokenError as exc:

@@ -5,7 +5,8 @@ The same schemas validate HTTP, RPC and bus input, so a rule is written once.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import phonenumbers
 from marshmallow import (
@@ -20,6 +21,7 @@ from marshmallow import (
 )
 from stdnum.cn import uscc as uscc_number
 
+from appeals_common.clock import Clock
 from appeals_common.reference import (
     ACTIVITY_KINDS,
     CHANNELS,
@@ -110,7 +112,26 @@ class AppealFieldsSchema(StrictSchema):
     )
 
 
-class InboundAppealSchema(AppealFieldsSchema):
+# Other systems' clocks may run a little ahead of ours.
+CLOCK_SKEW = timedelta(minutes=5)
+# An appeal submitted longer ago than this is a replay or a wrong date, not a late delivery.
+SUBMITTED_AT_MAX_AGE = timedelta(days=366)
+
+
+class TimedSchema(StrictSchema):
+    """A schema whose times are checked against "now": the suite's clock, given by the
+    caller (real time when none is given)."""
+
+    def __init__(self, *, now: datetime | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.now = now or Clock().now()
+
+    def not_in_future(self, value: datetime) -> None:
+        if value - self.now > CLOCK_SKEW:
+            raise ValidationError(f"must not be in the future (now is {self.now.isoformat()})")
+
+
+class InboundAppealSchema(AppealFieldsSchema, TimedSchema):
     """Body v1 of `appeals.inbound` / `appeal.submit.<source_system>`."""
 
     schema_version = schema_version_field()
@@ -118,16 +139,12 @@ class InboundAppealSchema(AppealFieldsSchema):
     external_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
     submitted_at = AwareDateTime(required=True)
 
-    def __init__(self, *, now: datetime | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.now = now
-
     @validates("submitted_at")
-    def _not_in_future(self, value: datetime, **_: object) -> None:
-        # A little slack for clocks of other systems running ahead.
-        now = self.now or datetime.now(UTC)
-        if (value - now).total_seconds() > 300:
-            raise ValidationError("must not be in the future")
+    def _plausible(self, value: datetime, **_: object) -> None:
+        self.not_in_future(value)
+        if self.now - value > SUBMITTED_AT_MAX_AGE:
+            raise ValidationError(f"must not be more than {SUBMITTED_AT_MAX_AGE.days} days "
+                                  f"ago (now is {self.now.isoformat()})")
 
 
 class StaffAppealSchema(AppealFieldsSchema):
@@ -237,12 +254,16 @@ class ReplyResultMessageSchema(DepartmentMessageSchema):
 
 # --- department replies on appeals.replies / dept.<dept_code>.<action> -------------------
 
-class ReplyBaseSchema(StrictSchema):
+class ReplyBaseSchema(TimedSchema):
     schema_version = schema_version_field()
     assignment_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     reg_no = fields.String(required=True, validate=validate.Length(min=1, max=32))
     replied_at = AwareDateTime(required=True)
     operator = fields.String(load_default=None, validate=validate.Length(max=50))
+
+    @validates("replied_at")
+    def _replied_not_in_future(self, value: datetime, **_: object) -> None:
+        self.not_in_future(value)
 
 
 class SignReplySchema(ReplyBaseSchema):
@@ -254,6 +275,10 @@ class RespondReplySchema(ReplyBaseSchema):
     reply = fields.String(required=True, validate=validate.Length(min=1, max=CONTENT_MAX))
     contacted_at = AwareDateTime(required=True)
 
+    @validates("contacted_at")
+    def _contacted_not_in_future(self, value: datetime, **_: object) -> None:
+        self.not_in_future(value)
+
 
 class ReturnReplySchema(ReplyBaseSchema):
     reason_code = fields.String(required=True, validate=validate.OneOf(list(RETURN_REASONS)))
@@ -264,6 +289,13 @@ class ReturnReplySchema(ReplyBaseSchema):
 class ExtendReplySchema(ReplyBaseSchema):
     requested_until = AwareDateTime(required=True)
     reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+    @validates("requested_until")
+    def _in_future(self, value: datetime, **_: object) -> None:
+        # Against the assignment's deadlines (after respond_by, within the category's
+        # limit) dispatch checks it once it knows the assignment.
+        if value <= self.now:
+            raise ValidationError(f"must be in the future (now is {self.now.isoformat()})")
 
 
 class FeedbackReplySchema(ReplyBaseSchema):

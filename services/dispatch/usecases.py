@@ -252,7 +252,7 @@ def on_reply(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
             return "redelivered"
         body: dict[str, Any] = {}
         try:
-            body = _parse_reply(delivery, action)
+            body = _parse_reply(delivery, action, uow.now)
             # A savepoint: a reply refused half way changes nothing.
             with uow.session.begin_nested():
                 assignment = _owned_assignment(uow, dept_code, body)
@@ -287,7 +287,7 @@ def _echo_fields(raw: bytes) -> dict[str, str]:
     return {k: doc[k][:64] for k in ("reg_no", "assignment_id") if isinstance(doc.get(k), str)}
 
 
-def _parse_reply(delivery: Delivery, action: str) -> dict[str, Any]:
+def _parse_reply(delivery: Delivery, action: str, now: datetime) -> dict[str, Any]:
     schema_cls = REPLY_SCHEMAS.get(action)
     if schema_cls is None:
         raise ReplyRefused({"action": [f"unknown action {action!r}; one of "
@@ -299,7 +299,7 @@ def _parse_reply(delivery: Delivery, action: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ReplyRefused({"_body": ["body must be a JSON object"]})
     try:
-        return schema_cls().load(raw)
+        return schema_cls(now=now).load(raw)
     except ValidationError as exc:
         raise ReplyRefused(errors_by_field(exc)) from None
 
@@ -362,6 +362,10 @@ def _apply_reply(uow: UnitOfWork, a: Assignment, action: str, body: dict[str, An
             if body["requested_until"] <= a.respond_by:
                 raise ReplyRefused({"requested_until": [
                     f"must be after the current deadline {a.respond_by.isoformat()}"]})
+            if body["requested_until"] > a.latest_respond_by:
+                raise ReplyRefused({"requested_until": [
+                    "past the longest time this category allows, "
+                    f"{a.latest_respond_by.isoformat()}"]})
             pending = uow.session.scalars(select(Extension).where(
                 Extension.assignment_id == a.id, Extension.state == "requested")).first()
             if pending is not None:

@@ -34,6 +34,9 @@ class WorkingHours:
             start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
         except ValueError:
             raise ValueError(f"working hours must look like 09:00-17:30, got {text!r}") from None
+        if start.tzinfo is not None or end.tzinfo is not None:
+            raise ValueError(f"working hours are local times without an offset "
+                             f"(APPEALS_TIMEZONE gives the zone), like 09:00-17:30: got {text!r}")
         if start >= end:
             raise ValueError(f"working hours start after they end: {text!r}")
         return cls(start, end)

@@ -19,7 +19,7 @@ from appeals_common.metrics import load_calendar, set_provisional_gauges
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
 from appeals_common.registries import load_departments, load_industry_chains
 from appeals_common.service_base import BaseService
-from appeals_common.settings import load_settings
+from appeals_common.settings import SettingsError, load_settings
 from services.supervision import activities, clocks, recompute, usecases, walkthroughs
 from services.supervision import class_problem_usecases as classes
 from services.supervision.activities import ChainLeads
@@ -29,7 +29,10 @@ from services.supervision.models import Base
 
 # Read at import: nameko fixes a timer's interval when the class is defined.
 SCAN_SECONDS = float(os.environ.get("APPEALS_SCAN_SECONDS", "60"))
-WORKING_HOURS = WorkingHours.parse(os.environ.get("APPEALS_WORKING_HOURS", "09:00-17:30"))
+try:  # checked at start: a bad value would otherwise fail every scan
+    WORKING_HOURS = WorkingHours.parse(os.environ.get("APPEALS_WORKING_HOURS", "09:00-17:30"))
+except ValueError as exc:
+    raise SettingsError(f"APPEALS_WORKING_HOURS: {exc}") from None
 DETECT_SECONDS = float(os.environ.get("APPEALS_CLASS_DETECT_SECONDS", "3600"))
 STAFF_ROLES = ("bureau_admin", "bureau_staff")
 

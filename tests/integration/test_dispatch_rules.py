@@ -132,6 +132,20 @@ def test_deadlines_follow_category_profile_and_urgency(d):
     assert urgent["respond_by"].startswith("2026-12-04")
 
 
+def test_reply_times_in_the_future_are_refused(d):
+    reg_no = d.register()
+    d.new()
+    lead = lead_of(d, reg_no)
+    ahead = d.reply("zjj", "sign", lead, replied_at="2026-11-27T18:00:00+08:00")  # now is 12:00
+    assert ahead["status"] == "refused" and "must not be in the future" in \
+        ahead["errors"]["replied_at"][0]
+    d.reply("zjj", "sign", lead)
+    early = d.reply("zjj", "respond", lead, outcome="solved", reply="已办结",
+                    contacted_at="2026-11-28T10:00:00+08:00")
+    assert early["status"] == "refused" and list(early["errors"]) == ["contacted_at"]
+    assert lead_of(d, reg_no)["state"] == "signed"
+
+
 def test_december_assignments_get_provisional_january_deadlines(d):
     year = first_uncovered_year()  # a year without official data, found at run time
     d.clock.moment = datetime(year - 1, 12, 28, 2, 0, tzinfo=UTC)
@@ -240,19 +254,29 @@ def test_extension_approved_within_limit_or_denied(d):
     assert d.reply("zjj", "extend", lead, requested_until="2026-12-10T18:00:00+08:00",
                    reason="x")["status"] == "refused", "only a signed assignment"
     d.reply("zjj", "sign", lead)
-    assert d.reply("zjj", "extend", lead, requested_until="2026-12-10T18:00:00+08:00",
+    # Checked on arrival: past the category's limit (end of Fri 4 Dec) or in the past.
+    too_late = d.reply("zjj", "extend", lead, requested_until="2026-12-10T18:00:00+08:00",
+                       reason="需要现场核查")
+    assert too_late["status"] == "refused"
+    assert too_late["errors"]["requested_until"] == [
+        "past the longest time this category allows, 2026-12-04T15:59:59+00:00"]
+    past = d.reply("zjj", "extend", lead, requested_until="2026-11-26T18:00:00+08:00",
+                   reason="x")
+    assert past["status"] == "refused" and "must be in the future" in \
+        past["errors"]["requested_until"][0]
+    assert d.reply("zjj", "extend", lead, requested_until="2026-12-04T18:00:00+08:00",
                    reason="需要现场核查")["status"] == "accepted"
-    assert d.reply("zjj", "extend", lead, requested_until="2026-12-10T18:00:00+08:00",
+    assert d.reply("zjj", "extend", lead, requested_until="2026-12-04T18:00:00+08:00",
                    reason="again")["status"] == "refused", "one request at a time"
     (ext,) = bureau.list_extensions(d.runtime, "requested")
     with pytest.raises(FieldErrors, match="longest time allowed"):
-        bureau.decide_extension(d.runtime, ext["extension_id"],
-                                {"approve": True, "reason": "同意"}, "chief")
+        bureau.decide_extension(d.runtime, ext["extension_id"], {
+            "approve": True, "reason": "同意", "respond_by": "2026-12-07T18:00:00+08:00"}, "chief")
     decided = bureau.decide_extension(d.runtime, ext["extension_id"], {
-        "approve": True, "reason": "同意延期两天", "respond_by": "2026-12-04T23:59:59+08:00"},
+        "approve": True, "reason": "同意延期一天", "respond_by": "2026-12-03T23:59:59+08:00"},
         "chief")
     assert datetime.fromisoformat(decided["respond_by"]) == \
-        datetime.fromisoformat("2026-12-04T23:59:59+08:00")
+        datetime.fromisoformat("2026-12-03T23:59:59+08:00")
     told = [m for m in d.new() if m.get("kind") == "extension_decision"]
     assert told[-1]["approved"] is True
     with pytest.raises(Conflict):
@@ -337,7 +361,8 @@ def test_pending_extension_lapses_when_the_unit_responds(d):
     d.new()
     lead = lead_of(d, reg_no)
     d.reply("zjj", "sign", lead)
-    d.reply("zjj", "extend", lead, requested_until="2026-12-28T18:00:00+08:00", reason="x")
+    assert d.reply("zjj", "extend", lead, requested_until="2026-12-28T18:00:00+08:00",
+                   reason="x")["status"] == "accepted"
     d.reply("zjj", "respond", lead, outcome="solved", reply="y",
             contacted_at="2026-11-27T10:00:00+08:00")
     assert [e["state"] for e in bureau.list_extensions(d.runtime)] == ["lapsed"]

@@ -162,7 +162,8 @@ def test_search_by_enterprise_state_channel_and_dates_paginated(runtime):
 def test_a_repeat_a_month_later_is_still_a_duplicate(runtime):
     from tests.e2e.bus import appeal_body
 
-    body = json.dumps(appeal_body(external_id="hotline-2026-42")).encode()
+    body = json.dumps(appeal_body(external_id="hotline-2026-42",
+                                  submitted_at=NOW.isoformat())).encode()
 
     def deliver(message_id: str) -> str:
         from appeals_common.nameko_ext import Delivery

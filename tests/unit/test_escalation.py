@@ -76,3 +76,21 @@ def test_working_hours_parse():
         WorkingHours.parse("18:00-08:00")
     with pytest.raises(ValueError):
         WorkingHours.parse("nine to five")
+
+
+@pytest.mark.parametrize("text", ["09:00+08:00-17:30", "09:00-17:30Z", "09:00+00:00-17:30+00:00"])
+def test_working_hours_with_an_offset_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="without an offset"):
+        WorkingHours.parse(text)
+
+
+def test_supervision_refuses_to_start_with_offset_working_hours() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "APPEALS_WORKING_HOURS": "09:00+08:00-17:30"}
+    proc = subprocess.run([sys.executable, "-c", "import services.supervision.service"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "APPEALS_WORKING_HOURS: working hours are local times without an offset" in proc.stderr

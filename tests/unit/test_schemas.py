@@ -92,3 +92,33 @@ def test_intake_domain_rules():
     assert content_hash(a) == content_hash(b), "the key is not part of the content"
     b["title"] = "不同"
     assert content_hash(a) != content_hash(b)
+
+
+@pytest.mark.parametrize(("submitted_at", "message"), [
+    ("2026-11-27T10:10:00+08:00", "must not be in the future"),  # 10 min ahead of NOW
+    ("2025-11-20T09:00:00+08:00", "must not be more than 366 days ago"),
+    ("1970-01-01T00:00:00+00:00", "must not be more than 366 days ago"),
+])
+def test_submitted_at_is_bounded_both_ways(submitted_at: str, message: str):
+    assert message in errors({**valid(), "submitted_at": submitted_at})["submitted_at"][0]
+
+
+def test_submitted_at_within_clock_skew_and_age_loads():
+    for submitted_at in ("2026-11-27T10:04:00+08:00", "2025-11-27T10:00:00+08:00"):
+        InboundAppealSchema(now=NOW).load({**valid(), "submitted_at": submitted_at})
+
+
+@pytest.mark.parametrize(("action", "field", "extra"), [
+    ("sign", "replied_at", {}),
+    ("respond", "contacted_at", {"outcome": "solved", "reply": "ok"}),
+])
+def test_reply_times_may_not_lie_in_the_future(action: str, field: str, extra: dict):
+    body = {"schema_version": 1, "assignment_id": "a", "reg_no": "WH-2026-000001",
+            "replied_at": "2026-11-27T10:00:00+08:00",
+            "contacted_at": "2026-11-27T09:00:00+08:00", **extra}
+    if action == "sign":
+        body.pop("contacted_at")
+    REPLY_SCHEMAS[action](now=NOW).load(body)
+    with pytest.raises(ValidationError) as err:
+        REPLY_SCHEMAS[action](now=NOW).load({**body, field: "2026-11-28T10:00:00+08:00"})
+    assert list(errors_by_field(err.value)) == [field]
