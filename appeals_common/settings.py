@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
+from appeals_common.activity_schedule import PROGRAMME_ISSUED
 from appeals_common.clock import OFFSET_ENV, Clock, make_clock, parse_offset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +33,8 @@ class Settings:
     clock_file: str | None = None
     # Real time shifted by this many seconds (a test knob: CI's year-end run).
     clock_offset_seconds: float = 0.0
+    # The programme's issue date: activity obligations (附件1) start from it.
+    programme_start: date = PROGRAMME_ISSUED
     http_host: str = "0.0.0.0"
     http_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_HTTP_PORTS))
     max_workers: int = 20
@@ -87,6 +91,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         timezone=env.get("APPEALS_TIMEZONE", defaults.timezone),
         clock_file=env.get("APPEALS_CLOCK_FILE") or None,
         clock_offset_seconds=_offset(env),
+        programme_start=_date(env, "APPEALS_PROGRAMME_START", defaults.programme_start),
         http_host=env.get("APPEALS_HTTP_HOST", defaults.http_host),
         http_ports=ports,
         max_workers=_int(env, "APPEALS_MAX_WORKERS", defaults.max_workers),
@@ -98,6 +103,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         outbox_retention_hours=_int(env, "APPEALS_OUTBOX_RETENTION_HOURS",
                                     defaults.outbox_retention_hours),
     )
+
+
+def _date(env: dict[str, str], key: str, default: date) -> date:
+    raw = env.get(key)
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a date like 2026-05-27, got {raw!r}") from None
 
 
 def _offset(env: dict[str, str]) -> float:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from appeals_common.activity_schedule import (
     PATROL_KIND,
+    PROGRAMME_ISSUED,
     SIT_IN_KIND,
     ActivityRecord,
     compliance,
@@ -82,6 +83,7 @@ class ReportingContext:
     departments: Mapping[str, Department]
     chains: Mapping[str, IndustryChain]
     categories: Mapping[str, Category]
+    programme_start: date = PROGRAMME_ISSUED
 
     @property
     def tz(self) -> ZoneInfo:
@@ -96,7 +98,7 @@ class ReportingContext:
                    calendar or WorkingCalendar.from_file(config / "calendar_overrides.yaml",
                                                          tz=settings.timezone),
                    departments, load_industry_chains(config, departments),
-                   load_categories(config))
+                   load_categories(config), settings.programme_start)
 
     def label(self, dim: str, key: str | None) -> str | None:
         if key is None:
@@ -391,7 +393,7 @@ def _compliance_view(ctx: ReportingContext, year: int, rows: list[dict[str, Any]
                               r["plan_submitted_at"], r["report_submitted_at"])
                for r in rows if r["held_on"] is not None]
     result = compliance(ctx.calendar, year, {code: c.lead for code, c in ctx.chains.items()},
-                        records, now)
+                        records, now, ctx.programme_start)
     flags: list[dict[str, Any]] = []
     tallies: dict[str, Counter[str]] = {k: Counter() for k in ("sit_ins", "chains", "plans",
                                                                 "reports")}

@@ -8,19 +8,24 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from appeals_common.activity_schedule import (
     PATROL_KIND,
+    SIT_IN_KIND,
     ActivityRecord,
     compliance,
     filing_status,
+    in_sit_in_window,
     patrol_year_rule,
     plan_rule,
     report_rule,
+    sit_in_duty_id,
+    sit_in_window,
+    sit_in_windows_ahead,
 )
 from appeals_common.auth import Principal
 from appeals_common.calendar import WorkingCalendar
@@ -56,6 +61,10 @@ def on_registered(uow: UnitOfWork, calendar: WorkingCalendar, chains: ChainLeads
                         title=data["title"], lead_unit=data["lead_unit"],
                         industry_chain=data.get("industry_chain"))
     uow.session.add(activity)
+    if activity.kind == SIT_IN_KIND:
+        if in_sit_in_window(held_on):  # the bureau needs no more reminding of it
+            settle_clock(uow, sit_in_duty_id(held_on.year, held_on.month), SIT_IN_KIND)
+        return
     if activity.kind != PATROL_KIND:
         return
     plan, report = (count_deadline(calendar, kind, rule.start, rule.working_days)
@@ -74,13 +83,15 @@ def open_year_clocks(runtime: ServiceRuntime, calendar: WorkingCalendar, chains:
                      ) -> int:
     """Time this year's patrol of every key chain that has none yet. Idempotent."""
     year = calendar.local_date(runtime.now()).year
+    if year < runtime.settings.programme_start.year:
+        return 0
     with runtime.unit_of_work() as uow:
+        opened = 0
         known = set(uow.session.scalars(select(Clock.assignment_id).where(
             Clock.kind == "patrol", Clock.assignment_id.like(f"patrol-%-{year}"))))
         patrolled = set(uow.session.scalars(select(Activity.industry_chain).where(
             Activity.kind == PATROL_KIND, Activity.held_on >= date(year, 1, 1),
             Activity.held_on <= date(year, 12, 31))))
-        opened = 0
         for chain, lead in sorted(chains.leads.items()):
             duty = year_clock_id(chain, year)
             if duty in known or chain in patrolled:
@@ -91,6 +102,27 @@ def open_year_clocks(runtime: ServiceRuntime, calendar: WorkingCalendar, chains:
                        due_at=counted.deadline.at, reg_no=duty, counted=counted)
             opened += 1
         return opened
+
+
+def open_sit_in_reminders(runtime: ServiceRuntime, calendar: WorkingCalendar,
+                          bureau: str) -> int:
+    """A remind-only clock at the opening of each coming sit-in window: the bureau hears
+    of it 5 working days before. A window that opened closes its clock. Idempotent."""
+    today = calendar.local_date(runtime.now())
+    opened = 0
+    with runtime.unit_of_work() as uow:
+        for year, month in sit_in_windows_ahead(runtime.settings.programme_start, today):
+            duty = sit_in_duty_id(year, month)
+            if uow.session.get(Clock, f"{duty}:{SIT_IN_KIND}") is None:
+                opens = datetime.combine(sit_in_window(year, month)[0], time(0),
+                                         tzinfo=calendar.tz)
+                open_clock(uow, appeal_id=duty, dept=bureau, duty_id=duty, kind=SIT_IN_KIND,
+                           due_at=opens, reg_no=duty)
+                opened += 1
+        uow.session.execute(update(Clock).where(
+            Clock.kind == SIT_IN_KIND, Clock.state == "open", Clock.due_at < uow.now)
+            .values(state="cancelled"))
+    return opened
 
 
 def submit_plan(runtime: ServiceRuntime, activity_id: str, payload: Any,
@@ -187,4 +219,5 @@ def year_compliance(runtime: ServiceRuntime, calendar: WorkingCalendar, chains: 
             Activity.held_on >= date(year, 1, 1), Activity.held_on <= date(year, 12, 31)))
         records = [ActivityRecord(a.id, a.kind, a.held_on, a.industry_chain,
                                   a.plan_submitted_at, a.report_submitted_at) for a in rows]
-    return compliance(calendar, year, chains.leads, records, runtime.now())
+    return compliance(calendar, year, chains.leads, records, runtime.now(),
+                      runtime.settings.programme_start)

@@ -12,7 +12,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from appeals_common.activity_schedule import PATROL_REMINDER_WORKING_DAYS
+from appeals_common.activity_schedule import (
+    PATROL_REMINDER_WORKING_DAYS,
+    SIT_IN_KIND,
+    SIT_IN_REMINDER_WORKING_DAYS,
+)
 from appeals_common.calendar import Deadline, WorkingCalendar
 from appeals_common.db import UnitOfWork
 from appeals_common.deadlines import CountedDeadline
@@ -42,9 +46,13 @@ SENT_COLUMN = {REMINDER: "reminder_at", NOTICE: "notice_at", ORDER: "order_at"}
 # What a clock can time: an assignment's sign/respond, a confirmed class problem, a key
 # order's written feedback, a patrol's plan and report, a walkthrough list item.
 APPEAL_KINDS = frozenset({"sign", "respond", "feedback"})
-CLOCK_KINDS = APPEAL_KINDS | {"class", "plan", "report", "patrol", "item"}
-# Most duties are reminded the working day before; a chain's yearly patrol a month ahead.
-REMIND_WORKING_DAYS = {"patrol": PATROL_REMINDER_WORKING_DAYS}
+CLOCK_KINDS = APPEAL_KINDS | {"class", "plan", "report", "patrol", "item", SIT_IN_KIND}
+# Most duties are reminded the working day before; a chain's yearly patrol a month ahead,
+# the bureau's sit-in a week before its window opens.
+REMIND_WORKING_DAYS = {"patrol": PATROL_REMINDER_WORKING_DAYS,
+                       SIT_IN_KIND: SIT_IN_REMINDER_WORKING_DAYS}
+# Only reminded: a sit-in window is no deadline anyone is chased about.
+REMIND_ONLY_KINDS = frozenset({SIT_IN_KIND})
 # Only a unit's work on an appeal or a class escalates to a key supervision order; the
 # other duties are reminded and chased (督办) without one.
 ORDER_KINDS = frozenset({"sign", "respond", "class"})
@@ -173,6 +181,8 @@ def scan(runtime: ServiceRuntime, calendar: WorkingCalendar, hours: WorkingHours
                                     if getattr(clock, col) is not None)
                 if clock.kind not in ORDER_KINDS:
                     already |= {ORDER}
+                if clock.kind in REMIND_ONLY_KINDS:
+                    already |= {NOTICE}
                 for kind in notices_due(clock.due_at, already, now, calendar, hours,
                                         REMIND_WORKING_DAYS.get(clock.kind, 1)):
                     _notify(uow, clock, kind, now, calendar)

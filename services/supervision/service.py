@@ -53,6 +53,8 @@ class ClassSettings(DependencyProvider):
         self.departments = frozenset(registry)
         self.chains = ChainLeads({code: chain.lead for code, chain in
                                   load_industry_chains(config_dir, registry).items()})
+        # The bureau (局长坐诊 is its own activity): reminded of each sit-in window.
+        self.bureau = next(code for code, dept in registry.items() if dept.kind == "bureau")
 
     def get_dependency(self, worker_ctx: Any) -> ClassSettings:
         return self
@@ -160,6 +162,8 @@ class SupervisionService(BaseService):
         # Another replica may open this year's patrol clocks at the same moment.
         with contextlib.suppress(IntegrityError):
             activities.open_year_clocks(self.runtime, self.calendar, self.class_settings.chains)
+            activities.open_sit_in_reminders(self.runtime, self.calendar,
+                                             self.class_settings.bureau)
         return clocks.scan(self.runtime, self.calendar, WORKING_HOURS)
 
     # --- 《重点督办单》 and their written feedback ---------------------------------------

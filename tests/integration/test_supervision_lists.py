@@ -209,3 +209,32 @@ def sup_clocks(sup: Supervision, duty_id: str) -> list[Clock]:
     with sup.store.read() as session:
         return list(session.scalars(select(Clock).where(Clock.assignment_id == duty_id)))
 
+
+
+def test_the_bureau_is_reminded_of_a_sit_in_five_working_days_before_its_window(sup):
+    assert activities.open_sit_in_reminders(sup.runtime, CAL, "zwfwj") == 5  # Dec + next year
+    assert activities.open_sit_in_reminders(sup.runtime, CAL, "zwfwj") == 0  # idempotent
+    run_days(sup, at("2026-11-27", 0), days=10)  # to 7 December
+    reminders = [m for m in sup.sent() if m["kind"] == "reminder" and m["deadline"] == "sit_in"]
+    # The window opens Fri 11 Dec; five working days before is Fri 4 Dec, in working hours.
+    assert [(m["dept_code"], m["reg_no"]) for m in reminders] == [("zwfwj", "sit_in-2026-12")]
+    assert reminders[0]["sent_at"].startswith("2026-12-04T09:00")
+    # The sit-in registered in its window: nothing more about it; a window that opened
+    # without one is never chased either (compliance reports it missed).
+    sup.deliver("activity.registered", None, {
+        "activity_id": "sit_in-20261215-x", "kind": "sit_in", "held_on": "2026-12-15",
+        "title": "第四季度局长坐诊", "lead_unit": "zwfwj", "actor": "staff1"}, "intake")
+    with sup.store.read() as session:
+        clock = session.get(Clock, "sit_in-2026-12:sit_in")
+        assert clock.state == "met"
+    run_days(sup, at("2026-12-07", 0), days=30)
+    assert [m for m in sup.sent() if m["kind"] != "reminder" and m["reg_no"].startswith("sit_in")] \
+        == []
+
+
+def test_obligations_start_with_the_programme(sup):
+    obligations = activities.year_compliance(sup.runtime, CAL, CHAINS, 2026)
+    # Issued 27 May 2026: March's window had ended; June's had not started.
+    assert [s["status"] for s in obligations["sit_ins"]][:2] == ["not_applicable", "missed"]
+    assert {p["status"] for p in activities.year_compliance(sup.runtime, CAL, CHAINS, 2025)[
+        "patrols"]} == {"not_applicable"}

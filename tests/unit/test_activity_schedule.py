@@ -97,3 +97,15 @@ def test_a_chains_yearly_patrol_is_reminded_a_month_ahead():
         == [REMINDER]
     # The usual one working day ahead for every other duty.
     assert notices_due(due, frozenset(), datetime(2026, 12, 3, 10, tzinfo=TZ), CAL, hours) == []
+
+
+def test_sit_in_windows_still_to_be_reminded_of():
+    from appeals_common.activity_schedule import PROGRAMME_ISSUED, sit_in_windows_ahead
+
+    assert PROGRAMME_ISSUED == date(2026, 5, 27)
+    # Before the programme: only windows that end after it counts.
+    assert sit_in_windows_ahead(PROGRAMME_ISSUED, date(2026, 1, 5)) == [
+        (2026, 6), (2026, 9), (2026, 12), (2027, 3), (2027, 6), (2027, 9), (2027, 12)]
+    # A window that has opened is no longer ahead.
+    assert sit_in_windows_ahead(PROGRAMME_ISSUED, date(2026, 12, 11))[0] == (2027, 3)
+    assert sit_in_windows_ahead(PROGRAMME_ISSUED, date(2026, 12, 10))[0] == (2026, 12)

@@ -800,14 +800,18 @@ def test_activity_obligations_are_the_schedule_s(spec):
     from appeals_common.settings import Settings
 
     calendar = load_calendar(SPEC_PATH.parents[1] / "config", Settings().timezone)
+    # A programme issued on 1 April 2025, seen on 1 October: March not applicable, June met,
+    # September missed (its only sit-in outside the window), December pending.
     records = [
-        ActivityRecord("sit_in-20250312-a1b2c3", "sit_in", date(2025, 3, 12)),
-        ActivityRecord("sit_in-20250605-a1b2c3", "sit_in", date(2025, 6, 5)),
+        ActivityRecord("sit_in-20250612-a1b2c3", "sit_in", date(2025, 6, 12)),
+        ActivityRecord("sit_in-20250905-a1b2c3", "sit_in", date(2025, 9, 5)),
         ActivityRecord("chain_patrol-20250310-a1b2c3", "chain_patrol", date(2025, 3, 10),
                        "digital_economy", plan_submitted_at=datetime(2025, 3, 6, tzinfo=UTC)),
     ]
     result = compliance(calendar, 2025, {"digital_economy": "gxj", "modern_logistics": "fgj"},
-                        records, datetime(2025, 7, 1, tzinfo=UTC))
+                        records, datetime(2025, 10, 1, tzinfo=UTC), date(2025, 4, 1))
+    assert [s["status"] for s in result["sit_ins"]] == ["not_applicable", "met", "missed",
+                                                        "pending"]
     body = {**result, "activities": []}
     errors = [e.message for e in validator_for_ref(
         spec, "#/components/schemas/ActivityObligations").iter_errors(body)]
@@ -819,8 +823,8 @@ def test_activity_obligations_are_the_schedule_s(spec):
         sit_in["properties"]["month"]["enum"]
     assert {s["status"] for s in result["sit_ins"]} == set(
         spec["components"]["schemas"]["ObligationStatus"]["enum"])
-    assert set(result["sit_ins"][0]) == set(sit_in["properties"])
-    assert set(result["sit_ins"][0]["activities"][0]) == set(
+    assert set(result["sit_ins"][1]) == set(sit_in["properties"])
+    assert set(result["sit_ins"][1]["activities"][0]) == set(
         sit_in["properties"]["activities"]["items"]["properties"])
     chain = doc["properties"]["patrols"]["items"]
     (digital,) = [p for p in result["patrols"] if p["industry_chain"] == "digital_economy"]

@@ -460,9 +460,11 @@ def check_lists(r: Reporting) -> None:
     assert walk["mode_label"] == "陪同办"
     assert usecases.walkthroughs(r.runtime, r.ctx, {"year": "2025"})["count"] == 0
     schedule = usecases.activity_compliance(r.runtime, r.ctx, {"year": "2026"})
-    # Sit-ins: none registered for March, June, September (missed); December's is on the
-    # 15th, mid-month, not yet held but it is registered in the window: met.
-    assert [s["status"] for s in schedule["sit_ins"]] == ["missed", "missed", "missed", "met"]
+    # Sit-ins: none registered for March (before the programme's issue on 27 May: not
+    # applicable), June, September (missed); December's is on the 15th, mid-month, not
+    # yet held but it is registered in the window: met.
+    assert [s["status"] for s in schedule["sit_ins"]] == ["not_applicable", "missed", "missed",
+                                                          "met"]
     chains = {c["industry_chain"]: c for c in schedule["patrols"]}
     assert chains["digital_economy"]["status"] == "met"
     (patrol,) = chains["digital_economy"]["patrols"]
@@ -472,7 +474,7 @@ def check_lists(r: Reporting) -> None:
     assert chains["trade_consumption"]["status"] == "pending"  # the year is not over
     assert {"flag": "plan_late", "activity_id": "patrol-de-2026",
             "industry_chain": "digital_economy"} in schedule["flags"]
-    assert schedule["summary"]["sit_ins"] == {"met": 1, "missed": 3}
+    assert schedule["summary"]["sit_ins"] == {"met": 1, "missed": 2, "not_applicable": 1}
     assert schedule["summary"]["chains"] == {"met": 1, "pending": 7}
 
 
