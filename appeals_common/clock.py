@@ -16,6 +16,7 @@ timestamps in dead-letter headers (see tests/unit/test_clock_sources.py).
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -69,6 +70,12 @@ class FixedClock(Clock):
 def make_clock(clock_file: str | None, offset_seconds: float = 0.0) -> Clock:
     offset = timedelta(seconds=offset_seconds)
     return FileClock(clock_file, offset) if clock_file else Clock(offset)
+
+
+def process_clock() -> Clock:
+    """Real time with this process's APPEALS_CLOCK_OFFSET_SECONDS: for code that is given
+    no clock (a schema loaded outside a service)."""
+    return make_clock(None, parse_offset(os.environ.get(OFFSET_ENV)))
 
 
 def parse_offset(raw: str | None) -> float:

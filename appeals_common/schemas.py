@@ -21,7 +21,7 @@ from marshmallow import (
 )
 from stdnum.cn import uscc as uscc_number
 
-from appeals_common.clock import Clock
+from appeals_common.clock import process_clock
 from appeals_common.reference import (
     ACTIVITY_KINDS,
     CHANNELS,
@@ -124,7 +124,7 @@ class TimedSchema(StrictSchema):
 
     def __init__(self, *, now: datetime | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.now = now or Clock().now()
+        self.now = now or process_clock().now()
 
     def not_in_future(self, value: datetime) -> None:
         if value - self.now > CLOCK_SKEW:

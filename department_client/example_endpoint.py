@@ -16,9 +16,10 @@ import json
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from department_client.contract import now_iso
 
 Answer = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -27,7 +28,7 @@ def example_answer(message: dict[str, Any], operator: str = "示例部门系统"
     """Sign and respond to an assignment; nothing for any other kind."""
     if message.get("kind") != "assignment":
         return {"actions": []}
-    now = datetime.now().astimezone().isoformat(timespec="seconds")
+    now = now_iso()
     title = str(message.get("title", ""))[:100]
     reply = f"已电话联系企业，就“{title}”说明了办理流程和时限。（示例系统自动答复）"
     return {"actions": [

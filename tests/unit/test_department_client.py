@@ -528,3 +528,23 @@ def test_return_reason_codes_are_the_suites():
     from department_client.contract import RETURN_REASON_CODES
 
     assert set(RETURN_REASON_CODES) == set(RETURN_REASONS)
+
+
+def test_deadlines_changed_is_a_known_kind_with_its_dates():
+    from datetime import datetime
+
+    from department_client.client import Incoming
+    from department_client.contract import KNOWN_KINDS
+
+    body = {"schema_version": 1, "kind": "deadlines_changed", "message_id": "m",
+            "dept_code": "zjj", "reg_no": "WH-2027-000001", "assignment_id": "a",
+            "duty": "assignment", "reason": "calendar",
+            "deadlines": {"respond_by": "2027-01-08T23:59:59+08:00", "colour": "red"},
+            "previous": {"respond_by": "2027-01-07T23:59:59+08:00"},
+            "deadlines_provisional": False}
+    message = Incoming(body=body, message_id="m")
+    assert "deadlines_changed" in KNOWN_KINDS and message.known_kind
+    assert message.changed_deadlines == {
+        "respond_by": datetime.fromisoformat("2027-01-08T23:59:59+08:00")}
+    with pytest.raises(ValueError, match="not a deadlines_changed"):
+        _ = Incoming(body={"kind": "reminder"}, message_id="x").changed_deadlines
