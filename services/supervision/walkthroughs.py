@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Collection
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -37,7 +38,9 @@ def record(runtime: ServiceRuntime, departments: Collection[str], payload: Any,
             errors.setdefault(f"findings.{i}.due_at", []).append("must be in the future")
     if errors:
         raise FieldErrors(errors)
-    walkthrough_id = f"WT-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}"
+    # The date in the number is the bureau's local day, as staff read it.
+    local_day = now.astimezone(ZoneInfo(runtime.settings.timezone))
+    walkthrough_id = f"WT-{local_day:%Y%m%d}-{uuid.uuid4().hex[:8]}"
     with runtime.unit_of_work() as uow:
         walkthrough = Walkthrough(
             id=walkthrough_id, service_item=data["service_item"], mode=data["mode"],

@@ -238,3 +238,12 @@ def test_obligations_start_with_the_programme(sup):
     assert [s["status"] for s in obligations["sit_ins"]][:2] == ["not_applicable", "missed"]
     assert {p["status"] for p in activities.year_compliance(sup.runtime, CAL, CHAINS, 2025)[
         "patrols"]} == {"not_applicable"}
+
+
+def test_numbers_carry_the_local_date(sup):
+    from datetime import UTC, datetime
+
+    sup.clock.moment = datetime(2026, 11, 26, 17, 30, tzinfo=UTC)  # 01:30 on the 27th locally
+    view = walkthroughs.record(sup.runtime, DEPARTMENTS, walkthrough_body(), "staff1")
+    assert view["walkthrough_id"].startswith("WT-20261127-")
+    assert all(i["item_id"].startswith("WT-20261127-") for i in view["items"])
