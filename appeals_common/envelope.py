@@ -28,6 +28,7 @@ EVENT_TYPES: dict[str, str] = {
     "extension.requested": "a unit asked for more time (延期申请)",
     "extension.decided": "the bureau approved or denied an extension",
     "extension.closed": "an undecided extension request lapsed or was cancelled",
+    "deadline.recomputed": "provisional deadlines counted again on the official calendar",
     "assignment.reassigned": "a unit's assignment was taken back (override, return, withdrawal)",
     "appeal.joint_decision_required": "returned too often: the bureau decides the units (会商)",
     "assignment.contributed": "a co-unit recorded its contribution (陪诊)",

@@ -216,7 +216,8 @@ class DepartmentMessageSchema(Schema):
     schema_version = fields.Integer(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(
         ["assignment", "reply_result", "reminder", "supervision_notice",
-         "key_supervision_order", "reassigned", "return_decision", "extension_decision"]))
+         "key_supervision_order", "reassigned", "return_decision", "extension_decision",
+         "deadlines_changed"]))
     message_id = fields.String(required=True)
     sent_at = AwareDateTime(required=True)
     dept_code = fields.String(required=True)

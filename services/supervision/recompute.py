@@ -22,7 +22,7 @@ from appeals_common.db import UnitOfWork
 from appeals_common.deadlines import CountedDeadline
 from appeals_common.department_messages import send_to_department
 from appeals_common.nameko_ext import ServiceRuntime
-from services.supervision.models import Activity, Clock, KeyOrder
+from services.supervision.models import Activity, Clock, KeyOrder, SupervisedAppeal
 
 # How each kind of counted clock is named to the unit, and what duty it belongs to.
 DEADLINE_NAME = {"respond": "respond_by", "feedback": "feedback_by", "plan": "plan_due_at",
@@ -93,6 +93,9 @@ def _move(uow: UnitOfWork, clock: Clock, fresh: Deadline, tz: tzinfo) -> None:
         data["order_no"] = order.order_no
     elif clock.kind == "respond":
         appeal_id = clock.appeal_id
+        appeal = uow.session.get(SupervisedAppeal, clock.appeal_id)
+        if appeal is not None and appeal.lead_assignment_id == clock.assignment_id:
+            appeal.respond_by = fresh.at  # what GET /appeals/{reg_no}/clock shows
     elif clock.kind in ("plan", "report"):
         activity = uow.session.get(Activity, clock.assignment_id)
         setattr(activity, f"{clock.kind}_due_at", fresh.at)

@@ -551,8 +551,14 @@ SUPERVISION_KIND_FIELDS = {
     "supervision_notice": DEADLINE_FIELDS,
     # From the scan (deadline fields) or after an unsatisfied follow-up.
     "key_supervision_order": DEADLINE_FIELDS | {"order_no", "feedback_required", "feedback_by",
-                                                "reasons", "grade", "respond_by"},
+                                                "reasons", "grade", "respond_by",
+                                                "deadlines_provisional"},
 }
+# What a `deadlines_changed` carries beyond the common fields (services/dispatch/recompute.py
+# and services/supervision/recompute.py), and the duties whose dates they are.
+DEADLINES_CHANGED_FIELDS = {"duty", "reason", "deadlines", "previous", "deadlines_provisional",
+                            "order_no"}
+DUTIES = {"assignment", "key_order", "activity", "patrol"}
 
 
 def test_department_messages_match_the_code() -> None:
@@ -614,9 +620,26 @@ def test_department_messages_match_the_code() -> None:
         assert len(enum_of(props["deadline"])) == len(kinds), kind
         assert set(enum_of(props["deadline"])) == kinds, kind
     order_props, order_required = merged(message_payload(by_kind["key_supervision_order"]))
-    assert "feedback_by" in order_required
+    assert {"feedback_by", "deadlines_provisional"} <= order_required  # both shapes
     issued_props, issued_required = merged(SCHEMAS["SupervisionOrderIssuedData"])
-    assert {"assignment_id", "feedback_by"} <= issued_required
+    assert {"assignment_id", "feedback_by", "deadlines_provisional"} <= issued_required
+    # Deadlines counted again on the official calendar: the dates by the names the
+    # department client knows (department_client.contract), the duties of the recompute.
+    from department_client.contract import DEADLINE_NAMES, KNOWN_KINDS
+    from services.supervision.recompute import DEADLINE_NAME, DUTY
+
+    assert set(KNOWN_KINDS) == set(by_kind)
+    changed, changed_required = merged(message_payload(by_kind["deadlines_changed"]))
+    assert set(changed) - set(common) == DEADLINES_CHANGED_FIELDS
+    assert DEADLINES_CHANGED_FIELDS - changed_required == {"order_no"}
+    assert resolve(changed["assignment_id"])["type"] == "string"
+    assert set(enum_of(changed["duty"])) == DUTIES == set(DUTY.values()) | {"assignment"}
+    dates, _ = merged(changed["deadlines"])
+    assert set(dates) == set(DEADLINE_NAMES) == set(DEADLINE_NAME.values()) | {
+        "sign_by", "return_by", "respond_by"}
+    assert merged(changed["previous"])[0] == dates
+    recomputed_dates, _ = merged(SCHEMAS["DeadlineRecomputedData"]["properties"]["deadlines"])
+    assert set(recomputed_dates) == set(dates) | {"latest_respond_by"}
     assert set(enum_of(issued_props["deadline"])) == ORDER_KINDS
     # The bureau's decisions: what the unit is told, with the fields of the request bodies.
     from appeals_common.schemas import ExtensionDecisionSchema, ReturnDecisionSchema
@@ -641,6 +664,7 @@ def test_supervision_rules_are_stated_as_in_the_code() -> None:
         PATROL_REMINDER_WORKING_DAYS,
         PLAN_WORKING_DAYS_BEFORE,
         REPORT_WORKING_DAYS_AFTER,
+        SIT_IN_REMINDER_WORKING_DAYS,
         patrol_year_due,
     )
     from appeals_common.metrics import load_calendar
@@ -681,7 +705,10 @@ def test_supervision_rules_are_stated_as_in_the_code() -> None:
         "order)" in channel
     assert f"gets the `reminder` from {PATROL_REMINDER_WORKING_DAYS} working days before" \
         in channel
-    assert clocks.REMIND_WORKING_DAYS == {"patrol": PATROL_REMINDER_WORKING_DAYS}
+    assert clocks.REMIND_WORKING_DAYS == {"patrol": PATROL_REMINDER_WORKING_DAYS,
+                                          "sit_in": SIT_IN_REMINDER_WORKING_DAYS}
+    assert f"gets the `reminder` from {SIT_IN_REMINDER_WORKING_DAYS} working days before each " \
+        "sit-in window" in " ".join(channel.split())
     assert PLAN_WORKING_DAYS_BEFORE == REPORT_WORKING_DAYS_AFTER == 3
     assert "by the end of the 3rd working day before the patrol" in channel
     assert "by the end of the 3rd working day after it" in channel
@@ -828,7 +855,9 @@ class _Service:
         self.store = Store(f"sqlite:///{directory / name}.db", metadata, producer=name)
         self.store.create_schema()
         self.clock = FixedClock(NOW)
-        self.runtime = ServiceRuntime(name, Settings(), self.store, self.clock)
+        # The documented examples are dated 2025: a programme that started that year.
+        settings = Settings(programme_start=date(2024, 1, 1))
+        self.runtime = ServiceRuntime(name, settings, self.store, self.clock)
         self._seen = 0
 
     def new_messages(self) -> list[dict[str, Any]]:
@@ -990,6 +1019,11 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     assert activities.open_year_clocks(supervision.runtime, calendar, chains) == 0
     assert clocks.scan(supervision.runtime, calendar, WorkingHours()) == len(chains.leads)
     to_others(collect(supervision))
+    # The bureau is reminded of each coming sit-in window on its own queue, 5 working days
+    # ahead (December's opens on the 11th), and never chased about it.
+    assert activities.open_sit_in_reminders(supervision.runtime, calendar, "zwfwj") == 5
+    assert clocks.scan(supervision.runtime, calendar, WorkingHours()) == 1
+    to_others(collect(supervision))
     supervision.clock.moment = NOW
 
     # Appeal A: the lead signs and responds; a satisfied follow-up closes it.
@@ -1028,40 +1062,44 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     reply(co_b, "sign")
     reply(co_b, "respond", outcome="explained", reply="已配合说明。", contacted_at=NOW.isoformat())
     reply(lead_b, "sign")
-    # It asks for more time than its category allows: approving what it asked is refused,
-    # approving up to the limit (max_respond_working_days after assignment) is not.
+    # It asks for more time than its category allows (max_respond_working_days after
+    # assignment): refused on arrival, saying so. Up to the limit it is taken; the bureau
+    # may approve less, never more.
     latest = POLICY.for_assignment(calendar, datetime.fromisoformat(lead_b["sent_at"]),
                                    lead_b["urgency"], lead_b["category"]).latest_respond_by
     asked = latest + timedelta(days=10)
-    reply(lead_b, "extend", requested_until=asked.isoformat(), reason="需要会商")
+    refusal = reply(lead_b, "extend", expect="refused", requested_until=asked.isoformat(),
+                    reason="需要会商")
+    (limit_refusal,) = refusal["errors"]["requested_until"]
+    assert datetime.fromisoformat(limit_refusal.rsplit(" ", 1)[1]) == latest, limit_refusal
+    reply(lead_b, "extend", requested_until=latest.isoformat(), reason="需要会商")
     (ext_b,) = [e for e in bureau.list_extensions(dispatch.runtime, "requested")
                 if e["assignment_id"] == lead_b["assignment_id"]]
-    assert datetime.fromisoformat(ext_b["requested_until"]) == asked
+    assert datetime.fromisoformat(ext_b["requested_until"]) == latest
     too_late = refused(FieldErrors, bureau.decide_extension, dispatch.runtime,
-                       ext_b["extension_id"], {"approve": True, "reason": "同意"}, STAFF)
+                       ext_b["extension_id"], {"approve": True, "reason": "同意",
+                                               "respond_by": (latest + timedelta(seconds=1))
+                                               .isoformat()}, STAFF)
     (limit_error,) = too_late.errors["respond_by"]
     assert datetime.fromisoformat(limit_error.rsplit(" ", 1)[1]) == latest, limit_error
-    refused(FieldErrors, bureau.decide_extension, dispatch.runtime, ext_b["extension_id"],
-            {"approve": True, "reason": "同意",
-             "respond_by": (latest + timedelta(seconds=1)).isoformat()},
-            STAFF)
+    shorter = latest - timedelta(days=1)
     approved, _ = decide(bureau.decide_extension, dispatch.runtime, ext_b["extension_id"],
-                         {"approve": True, "reason": "同意延期至最长时限",
-                          "respond_by": latest.isoformat()}, STAFF)
-    assert datetime.fromisoformat(approved["respond_by"]) == latest and approved["approved"]
+                         {"approve": True, "reason": "同意延期，少于所请",
+                          "respond_by": shorter.isoformat()}, STAFF)
+    assert datetime.fromisoformat(approved["respond_by"]) == shorter and approved["approved"]
     # Supervision moved the respond clock and its copy of the appeal's respond_by.
     supervised_b = supervision_uc.get_clock(supervision.runtime, lead_b["reg_no"])
-    assert datetime.fromisoformat(supervised_b["respond_by"]) == latest
+    assert datetime.fromisoformat(supervised_b["respond_by"]) == shorter
     refused(Conflict, bureau.decide_extension, dispatch.runtime, ext_b["extension_id"],
             {"approve": False, "reason": "重复审批"}, STAFF)
-    # A second request, past the limit again, is denied: respond_by stays.
-    reply(lead_b, "extend", requested_until=asked.isoformat(), reason="仍需会商")
+    # A second request, up to the limit, is denied: respond_by stays.
+    reply(lead_b, "extend", requested_until=latest.isoformat(), reason="仍需会商")
     (ext_b2,) = bureau.list_extensions(dispatch.runtime, "requested")
     denied, _ = decide(bureau.decide_extension, dispatch.runtime, ext_b2["extension_id"],
                        {"approve": False, "reason": "已达最长办理时限"}, STAFF)
-    assert datetime.fromisoformat(denied["respond_by"]) == latest and not denied["approved"]
+    assert datetime.fromisoformat(denied["respond_by"]) == shorter and not denied["approved"]
     # A third request is still waiting when the unit responds: it lapses, undecided.
-    reply(lead_b, "extend", requested_until=asked.isoformat(), reason="再次申请")
+    reply(lead_b, "extend", requested_until=latest.isoformat(), reason="再次申请")
     (ext_b3,) = bureau.list_extensions(dispatch.runtime, "requested")
     reply(lead_b, "respond", outcome="not_solvable", reply="政策不支持。", contacted_at=NOW.isoformat())
     assert [e["extension_id"] for e in bureau.list_extensions(dispatch.runtime, "lapsed")] == [
@@ -1592,10 +1630,178 @@ def _row(service: _Service, model: Any, key: str) -> Any:
         return row
 
 
-def test_emitted_events_match_their_messages(emitted) -> None:
+@pytest.fixture(scope="module")
+def recomputed(tmp_path_factory) -> dict[str, Any]:
+    """Provisional deadlines counted again once the year's official calendar is loaded
+    (`appeals calendar recompute`): what the services sent, with the calendars."""
+    return _run_recompute(tmp_path_factory.mktemp("recompute"))
+
+
+def _run_recompute(directory: Path) -> dict[str, Any]:
+    """At the end of a year, deadlines reach into the next one, which has no official
+    calendar data yet - Monday to Friday minus the statutory holidays, provisional: two
+    appeals dispatched (one left open; one answered, then followed up unsatisfied: a key
+    supervision order), a chain patrol early next year, the key chains' yearly patrols of
+    next year. Then the year's official data is loaded (complete, with days off the law
+    does not know) and dispatch and supervision count again - twice: only the first run
+    changes and tells anything. The events go where SERVICE_QUEUES route them."""
+    from appeals_common.calendar import (
+        WorkingCalendar,
+        YearOverride,
+        parse_overrides,
+        statutory_holidays,
+    )
+    from appeals_common.metrics import load_calendar
+    from appeals_common.registries import load_routing_rules
+    from services.dispatch import recompute as dispatch_recompute
+    from services.dispatch import usecases as dispatch_uc
+    from services.dispatch.models import Assignment as DispatchAssignment
+    from services.dispatch.models import Base as DispatchBase
+    from services.dispatch.models import KeyOrder as DispatchKeyOrder
+    from services.dispatch.routing import Router
+    from services.intake import usecases as intake_uc
+    from services.intake.classification import Classifier
+    from services.intake.models import Base as IntakeBase
+    from services.intake.models import TimelineEntry
+    from services.supervision import activities
+    from services.supervision import recompute as supervision_recompute
+    from services.supervision import usecases as supervision_uc
+    from services.supervision.activities import ChainLeads
+    from services.supervision.models import Base as SupervisionBase
+    from tests.tools_time import first_uncovered_year
+
+    timezone = Settings().timezone
+    calendar = load_calendar(CONFIG, timezone)
+    year = first_uncovered_year(calendar)
+    intake = _Service("intake", IntakeBase, directory)
+    dispatch = _Service("dispatch", DispatchBase, directory)
+    supervision = _Service("supervision", SupervisionBase, directory)
+    departments = load_departments(CONFIG)
+    intake_ctx = intake_uc.IntakeContext(
+        sources=frozenset(load_source_systems(CONFIG)), departments=frozenset(departments),
+        classifier=Classifier(load_categories(CONFIG), load_industry_chains(CONFIG, departments)))
+    ctx = dispatch_uc.DispatchContext(
+        router=Router.from_config(load_routing_rules(CONFIG, departments)), calendar=calendar,
+        policy=POLICY, departments=set(departments))
+    chains = ChainLeads({code: chain.lead for code, chain in
+                         load_industry_chains(CONFIG, departments).items()})
+    sent: list[dict[str, Any]] = []
+
+    def deliver(service: _Service) -> list[dict[str, Any]]:
+        """What the service sent, its events delivered as SERVICE_QUEUES bind them."""
+        new = service.new_messages()
+        sent.extend(new)
+        for event in _events(new):
+            queues = bound_queues(EVENTS_EXCHANGE, event.routing_key)
+            if "intake.events" in queues:
+                intake_uc.apply_event(intake.runtime, event)
+            if "dispatch.events" in queues:
+                dispatch_uc.on_event(dispatch.runtime, ctx, event)
+            if "supervision.events" in queues:
+                supervision_uc.on_event(supervision.runtime, calendar, chains, event)
+        return [json.loads(m["body"]) for m in new if m["exchange"] == DISPATCH_EXCHANGE]
+
+    def settle() -> list[dict[str, Any]]:
+        return [m for service in (intake, dispatch, supervision) for m in deliver(service)]
+
+    def at(moment: datetime) -> None:
+        for service in (intake, dispatch, supervision):
+            service.clock.moment = moment
+
+    example = MESSAGES["InboundAppeal"]["examples"][0]["payload"]
+
+    def submit(external_id: str, title: str, content: str) -> dict[str, Any]:
+        """A new appeal; its lead unit's assignment."""
+        body = {**example, "external_id": external_id, "title": title, "content": content,
+                "submitted_at": intake.clock.moment.isoformat()}
+        assert intake_uc.handle_inbound(intake.runtime, intake_ctx, _delivery(
+            body, f"appeal.submit.{body['source_system']}", INBOUND_EXCHANGE)) == "accepted"
+        (lead,) = [m for m in settle() if m["kind"] == "assignment" and m["role"] == "lead"]
+        return lead
+
+    def reply(assignment: dict[str, Any], action: str, **fields: Any) -> None:
+        body = {"schema_version": 1, "assignment_id": assignment["assignment_id"],
+                "reg_no": assignment["reg_no"], "replied_at": dispatch.clock.moment.isoformat(),
+                **fields}
+        assert dispatch_uc.on_reply(dispatch.runtime, ctx, _delivery(
+            body, f"dept.{assignment['dept_code']}.{action}", REPLIES_EXCHANGE)) == "accepted"
+        settle()
+
+    # The law's working days of next year: the official notice (fictitious) gives the
+    # statutory holidays and, besides, the first two of them and the year's last one off.
+    def law_days(day: date, step: int) -> Any:
+        while True:
+            if calendar.law_is_working_day(day):
+                yield day
+            day += timedelta(days=step)
+
+    january = law_days(date(year, 1, 1), 1)
+    first, second, _, fourth = (next(january) for _ in range(4))
+    last = next(law_days(date(year, 12, 31), -1))
+    official = WorkingCalendar({
+        **parse_overrides((CONFIG / "calendar_overrides.yaml").read_text(encoding="utf-8")),
+        year: YearOverride(complete=True,
+                           holidays=statutory_holidays(year) | {first, second, last})},
+        tz=timezone)
+
+    # December: the deadlines counted now reach into next year.
+    at(_local(year - 1, 12, 28, 10))
+    now = intake.clock.moment.isoformat()
+    open_lead = submit("Y-1", "研发费用加计扣除咨询", "研发费用加计扣除政策适用范围不清楚。")
+    answered = submit("Y-2", "出口退税进度", "出口退税申请提交后一直没有到账。")
+    assert open_lead["deadlines_provisional"] and answered["deadlines_provisional"]
+    reply(answered, "sign")
+    reply(answered, "respond", outcome="explained", reply="已说明办理进度。", contacted_at=now)
+    supervision_uc.record_followup(supervision.runtime, calendar, answered["reg_no"],
+                                   {"grade": "unsatisfied", "resolved": False,
+                                    "comments": "退税仍未到账"}, STAFF)
+    (order,) = settle()
+    assert order["kind"] == "key_supervision_order" and order["deadlines_provisional"] is True
+    patrol = intake_uc.register_activity(intake.runtime, intake_ctx, {
+        "kind": "chain_patrol", "held_on": fourth.isoformat(), "title": "数字经济链式巡诊",
+        "lead_unit": "kjj", "industry_chain": "digital_economy"}, STAFF)
+    assert settle() == []
+    # January: the key chains' yearly patrols (but the one with a patrol that year).
+    at(_local(year, 1, 4, 10))
+    assert activities.open_year_clocks(supervision.runtime, calendar, chains) == len(
+        chains.leads) - 1
+
+    # The official data is loaded: counted again, the units told, the events applied.
+    at(_local(year, 1, 4, 11))
+    changed = dispatch_recompute.recompute(dispatch.runtime, official, POLICY).view()
+    assert changed["checked"] == changed["changed"] and changed["still_provisional"] == 0
+    told = deliver(dispatch)
+    changed = supervision_recompute.recompute(supervision.runtime, official).view()
+    assert changed["checked"] >= changed["changed"] > 0 == changed["still_provisional"]
+    told += deliver(supervision)
+    assert told and {m["kind"] for m in told} == {"deadlines_changed"}
+    # Dispatch moved the lead's respond_by the order had set and the order's feedback_by;
+    # supervision its copy of the open appeal's respond_by; intake's timelines show it.
+    order_due = official.add_working_days(datetime.fromisoformat(order["sent_at"]), 5).at
+    lead_row = _row(dispatch, DispatchAssignment, answered["assignment_id"])
+    assert (lead_row.respond_by, lead_row.respond_by_source) == (order_due, "key_order")
+    assert _row(dispatch, DispatchKeyOrder, order["order_no"]).feedback_by == order_due
+    assert datetime.fromisoformat(supervision_uc.get_clock(
+        supervision.runtime, open_lead["reg_no"])["respond_by"]) == POLICY.for_assignment(
+        official, datetime.fromisoformat(open_lead["sent_at"]), open_lead["urgency"],
+        open_lead["category"]).respond_by
+    with intake.store.read() as session:
+        timelines = set(session.scalars(select(TimelineEntry.appeal_id).where(
+            TimelineEntry.event_type == "deadline.recomputed")))
+    assert timelines == {open_lead["appeal_id"], answered["appeal_id"]}
+    # Once: a second run finds nothing provisional and tells nobody.
+    for again in (dispatch_recompute.recompute(dispatch.runtime, official, POLICY),
+                  supervision_recompute.recompute(supervision.runtime, official)):
+        assert again.view() == {"checked": 0, "changed": 0, "still_provisional": 0}
+    assert not any(service.new_messages() for service in (intake, dispatch, supervision))
+    return {"sent": sent, "year": year, "calendar": calendar, "official": official,
+            "order": order, "patrol": patrol}
+
+
+def test_emitted_events_match_their_messages(emitted, recomputed) -> None:
     documented = event_messages()
     seen: dict[str, set[str]] = {}  # event type -> every data field it was seen with
-    for m in emitted:
+    for m in [*emitted, *recomputed["sent"]]:
         if m["exchange"] != EVENTS_EXCHANGE:
             continue
         body = json.loads(m["body"])
@@ -1618,12 +1824,12 @@ def test_emitted_events_match_their_messages(emitted) -> None:
     assert set(dispatched_props) - dispatched_required == {"actor"}
 
 
-def test_emitted_department_messages_match(emitted) -> None:
+def test_emitted_department_messages_match(emitted, recomputed) -> None:
     by_kind = department_messages()
     kinds = set()
     refused: list[tuple[bool, bool]] = []
     seen: dict[str, set[str]] = {}  # kind -> every field it was sent with
-    for m in emitted:
+    for m in [*emitted, *recomputed["sent"]]:
         if m["exchange"] != DISPATCH_EXCHANGE:
             continue
         body = json.loads(m["body"])
@@ -2089,7 +2295,7 @@ def test_emitted_followup_order_and_closure(emitted) -> None:
                               **{k: order[k] for k in ("dept_code", "assignment_id",
                                                        "order_no", "reasons", "grade",
                                                        "respond_by", "feedback_required",
-                                                       "feedback_by")}}
+                                                       "feedback_by", "deadlines_provisional")}}
     # The written feedback is due with the new answer.
     assert order["feedback_by"] == order["respond_by"]
     assert order["reasons"] == followup["data"]["comments"]
@@ -2336,16 +2542,94 @@ def test_emitted_notices_cover_every_duty(emitted) -> None:
     work on an appeal or a class escalates to a key supervision order."""
     from services.supervision.clocks import APPEAL_KINDS, CLOCK_KINDS, ORDER_KINDS
 
+    from services.supervision.clocks import REMIND_ONLY_KINDS
+
     sent = {(m["kind"], m["deadline"]) for m in _supervision_notices(emitted, *CLOCK_KINDS)}
     # (No scan of the run falls in a report's reminder window: reports are chased after.)
     assert sent == {("reminder", kind) for kind in CLOCK_KINDS - {"report"}} | {
-        ("supervision_notice", kind) for kind in CLOCK_KINDS} | {
+        ("supervision_notice", kind) for kind in CLOCK_KINDS - REMIND_ONLY_KINDS} | {
         ("key_supervision_order", kind) for kind in ORDER_KINDS}
     appeals = {d["_appeal_id"] for d in _event_data(emitted, "appeal.registered")}
     for b in _event_bodies(emitted, *{t for types in SCAN_EVENTS.values() for t in types}):
         if b["data"].get("deadline"):  # about a registered appeal, or about no appeal at all
             about_appeal = b["data"]["deadline"] in APPEAL_KINDS
             assert (b["appeal_id"] in appeals if about_appeal else b["appeal_id"] is None), b
+
+
+def test_recomputed_deadlines_are_told_once(recomputed) -> None:
+    """`appeals calendar recompute` (see _run_recompute): each unit whose provisional dates
+    moved is told once, with the dates the official calendar gives and those they replace,
+    and `deadline.recomputed` goes with it - alone only for the limit of an extension."""
+    from appeals_common.activity_schedule import patrol_year_due, plan_due
+    from services.supervision.usecases import REOPEN_WORKING_DAYS
+
+    sent, year, order, patrol = (recomputed[k] for k in ("sent", "year", "order", "patrol"))
+    calendar, official = recomputed["calendar"], recomputed["official"]
+    told = _dept_messages(sent, "deadlines_changed")
+    events = _event_bodies(sent, "deadline.recomputed")
+    appeal_ids = {d["reg_no"]: d["_appeal_id"] for d in _event_data(sent, "appeal.registered")}
+    assignments = {m["assignment_id"]: m for m in _dept_messages(sent, "assignment")}
+    assert {m["duty"] for m in told} == DUTIES
+    keys = [(m["assignment_id"], m["duty"], name) for m in told for name in m["deadlines"]]
+    assert len(keys) == len(set(keys)), "each change told once"
+    for m in told:
+        assert m["reason"] == "calendar" and m["deadlines_provisional"] is False, m
+        assert set(m["deadlines"]) == set(m["previous"]), m
+        new, old = ({n: datetime.fromisoformat(v) for n, v in m[k].items()}
+                    for k in ("deadlines", "previous"))
+        assert all(new[n] != old[n] for n in new), m
+        # Its event: the message's fields, `actor` calendar, the appeal's id.
+        (event,) = [e for e in events if (e["data"]["assignment_id"], e["data"]["duty"]) == (
+            m["assignment_id"], m["duty"]) and set(m["deadlines"]) <= set(e["data"]["deadlines"])]
+        data = event["data"]
+        assert {k: data.get(k) for k in ("reg_no", "dept_code", "deadlines_provisional",
+                                          "order_no")} == {
+            k: m.get(k) for k in ("reg_no", "dept_code", "deadlines_provisional", "order_no")}
+        for k in ("deadlines", "previous"):
+            assert {n: data[k][n] for n in m[k]} == m[k], m
+        assert data["actor"] == "calendar" and event["correlation_id"] is None
+        by_dispatch = m["duty"] == "assignment"
+        assert (event["producer"], "role" in data) == (
+            ("dispatch", True) if by_dispatch else ("supervision", False)), m
+        assert event["appeal_id"] == (appeal_ids[m["reg_no"]] if m["duty"] in (
+            "assignment", "key_order") else None), m
+        # The dates are the official calendar's, in place of the provisional ones.
+        if by_dispatch:
+            a = assignments[m["assignment_id"]]
+            fresh = POLICY.for_assignment(official, datetime.fromisoformat(a["sent_at"]),
+                                          a["urgency"], a["category"])
+            assert data["role"] == a["role"] and not fresh.provisional
+            for n in new:
+                assert (new[n], old[n]) == (getattr(fresh, n), datetime.fromisoformat(a[n])), n
+        elif m["duty"] == "key_order":
+            ((name, due),) = new.items()
+            assert (m["reg_no"], m["assignment_id"], m["dept_code"]) == (
+                order["reg_no"], order["assignment_id"], order["dept_code"])
+            assert ("order_no" in m) == (name == "feedback_by")
+            assert due == official.add_working_days(datetime.fromisoformat(order["sent_at"]),
+                                                    REOPEN_WORKING_DAYS).at
+            assert old[name] == datetime.fromisoformat(order[name])
+        elif m["duty"] == "activity":
+            held_on = date.fromisoformat(patrol["held_on"])
+            assert m["reg_no"] == m["assignment_id"] == patrol["activity_id"]
+            assert (new, old) == ({"plan_due_at": plan_due(official, held_on)},
+                                  {"plan_due_at": plan_due(calendar, held_on)})
+        else:
+            assert re.fullmatch(rf"patrol-[a-z_]+-{year}", m["reg_no"])
+            assert m["reg_no"] == m["assignment_id"] and m["reg_no"] != \
+                f"patrol-{patrol['industry_chain']}-{year}"
+            assert (new, old) == ({"patrol_due_at": patrol_year_due(official, year)},
+                                  {"patrol_due_at": patrol_year_due(calendar, year)})
+    # Every event goes with a message - but a change of the limit an extension may reach.
+    told_keys = {(m["assignment_id"], m["duty"], frozenset(m["deadlines"])) for m in told}
+    alone = []
+    for e in events:
+        data = e["data"]
+        names = frozenset(data["deadlines"]) - {"latest_respond_by"}
+        if (data["assignment_id"], data["duty"], names) not in told_keys:
+            assert not names and e["producer"] == "dispatch", e
+            alone.append(data)
+    assert len(events) == len(told) + len(alone) and alone, "a change no unit is told of"
 
 
 def test_retry_and_dead_letter_headers_match() -> None:
