@@ -102,7 +102,7 @@ def test_a_chains_yearly_patrol_is_reminded_a_month_ahead():
 def test_sit_in_windows_still_to_be_reminded_of():
     from appeals_common.activity_schedule import PROGRAMME_ISSUED, sit_in_windows_ahead
 
-    assert PROGRAMME_ISSUED == date(2026, 5, 27)
+    assert date(2026, 5, 27) == PROGRAMME_ISSUED
     # Before the programme: only windows that end after it counts.
     assert sit_in_windows_ahead(PROGRAMME_ISSUED, date(2026, 1, 5)) == [
         (2026, 6), (2026, 9), (2026, 12), (2027, 3), (2027, 6), (2027, 9), (2027, 12)]

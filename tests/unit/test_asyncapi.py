@@ -2540,9 +2540,7 @@ def test_emitted_patrol_obligations_go_to_the_chain_leads(emitted) -> None:
 def test_emitted_notices_cover_every_duty(emitted) -> None:
     """The run chases every kind of duty supervision's clocks time, and only a unit's
     work on an appeal or a class escalates to a key supervision order."""
-    from services.supervision.clocks import APPEAL_KINDS, CLOCK_KINDS, ORDER_KINDS
-
-    from services.supervision.clocks import REMIND_ONLY_KINDS
+    from services.supervision.clocks import APPEAL_KINDS, CLOCK_KINDS, ORDER_KINDS, REMIND_ONLY_KINDS
 
     sent = {(m["kind"], m["deadline"]) for m in _supervision_notices(emitted, *CLOCK_KINDS)}
     # (No scan of the run falls in a report's reminder window: reports are chased after.)
