@@ -9,10 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from appeals_common.launcher import SuiteProcesses
 from appeals_common.settings import SERVICES
 from tests.e2e import suite_time
+from tests.e2e.bus import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -62,16 +65,37 @@ def suite(suite_env, tmp_path_factory) -> Iterator[SuiteProcesses]:
         print(f"--- {service} log tail ---\n{text[-3000:]}")
 
 
+def _deadline_scans(supervision_url: str) -> float:
+    """How many deadline scans supervision has finished (its entrypoint metric)."""
+    text = requests.get(f"{supervision_url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "appeals_entrypoint_seconds_count" and \
+                    sample.labels.get("entrypoint") == "scan_deadlines":
+                return sample.value
+    return 0.0
+
+
 @pytest.fixture
-def move_clock(suite_env):
-    """Set every service's "now"; real time again after the test."""
+def move_clock(suite_env, urls):
+    """Set every service's "now"; real time again after the test.
+
+    Going back to real time moves the clock backwards. A deadline scan that started before
+    keeps the moved moment for all its batches, and would time clocks the next test opens
+    meanwhile with it; so the next test starts only once a scan begun after the reset has
+    finished."""
     path = Path(suite_env["APPEALS_CLOCK_FILE"])
 
     def move(moment) -> None:
         path.write_text(moment.isoformat())
 
     yield move
+    moved = path.read_text().strip() != ""
+    scans = _deadline_scans(urls["supervision"]) if moved else 0.0
     path.write_text("")
+    if moved:
+        poll(lambda: _deadline_scans(urls["supervision"]) >= scans + 2, timeout=180,
+             interval=0.2)
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,11 @@ def at(day: date, hour: int = 10, minute: int = 0) -> datetime:
     return datetime.combine(day, time(hour, minute), tzinfo=TZ)
 
 
+def end_of_day(day: date) -> datetime:
+    """23:59:59 local on ``day``: when a deadline falling on that day ends."""
+    return datetime.combine(day, time(23, 59, 59), tzinfo=TZ)
+
+
 def local_day(moment: datetime | date) -> date:
     return moment.astimezone(TZ).date() if isinstance(moment, datetime) else moment
 

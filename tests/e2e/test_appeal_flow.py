@@ -9,6 +9,7 @@ import uuid
 import pytest
 import requests
 
+from tests.e2e import suite_time
 from tests.e2e.bus import Bus, appeal_body, poll, reply_body
 
 
@@ -47,7 +48,7 @@ def test_full_cycle_from_publish_to_close(bus, urls, token):
     assert (result["action"], result["status"]) == ("sign", "accepted")
     bus.reply("zrzyj", "sign", reply_body(co))
     bus.reply("zjj", "respond", reply_body(lead, outcome="solved", reply="已协调办理施工许可",
-                                           contacted_at="2026-11-27T10:30:00+08:00"))
+                                           contacted_at=suite_time.iso()))
     result = bus.dept_message("zjj", "reply_result", reg_no)
     assert (result["action"], result["status"]) == ("respond", "accepted")
 
@@ -123,7 +124,7 @@ def test_department_replies_are_checked(bus):
     assert refused["status"] == "refused" and "assignment_id" in refused["errors"]
 
     bus.reply("zjj", "respond", reply_body(lead, outcome="solved", reply="x",
-                                           contacted_at="2026-11-27T10:00:00+08:00"))
+                                           contacted_at=suite_time.iso()))
     refused = bus.dept_message("zjj", "reply_result", reg_no)
     assert refused["status"] == "refused"
     assert "state 'assigned'" in refused["errors"]["action"][0]
@@ -187,7 +188,7 @@ def test_failing_handler_retries_then_dead_letters_and_replays(bus, suite_env):
     event_id = str(uuid.uuid4())
     # A well-formed envelope for an appeal no service has heard of: handlers fail.
     bad_event = {"event_id": event_id, "event_type": "appeal.responded", "schema_version": 1,
-                 "occurred_at": "2026-11-27T10:00:00+08:00", "producer": "dispatch",
+                 "occurred_at": suite_time.iso(), "producer": "dispatch",
                  "appeal_id": str(uuid.uuid4()), "correlation_id": None, "data": {}}
     bus.publish("appeals.events", "appeal.responded", bad_event, message_id=event_id)
     env = {**__import__("os").environ, **suite_env}

@@ -38,7 +38,8 @@ bodies = st.one_of(
     st.binary(max_size=200),
     json_values.map(lambda v: json.dumps(v).encode()),
     mutated_appeal(),
-    st.just(json.dumps(appeal_body()).encode()),
+    # A valid body built when drawn, so its submitted_at is the suite's "now" then.
+    st.builds(lambda: json.dumps(appeal_body()).encode()),
 )
 
 

@@ -13,7 +13,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import jsonschema
 import jwt
@@ -21,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from tests.e2e import suite_time
 from tests.e2e.bus import Bus, poll, reply_body
 
 pytestmark = pytest.mark.e2e
@@ -147,6 +147,11 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def naive(moment: datetime) -> str:
+    """``moment`` as local time without its UTC offset: the API must refuse it."""
+    return moment.astimezone(suite_time.TZ).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
 @pytest.fixture(scope="module")
 def dispatched(api) -> dict:
     """An appeal registered by staff and dispatched (as intake sees it)."""
@@ -177,6 +182,7 @@ def test_no_or_bad_token_is_401(api):
     body = appeal(unique())
     missing = api.call("POST", "intake", "/appeals", 401, role=None, json=body)
     assert missing["error"] == "missing bearer token"
+    # Token lifetimes are wall-clock time, never the (shifted) business clock.
     forged = jwt.encode({"sub": "x", "role": "bureau_admin", "iss": "appeals-suite",
                          "exp": datetime.now(UTC) + timedelta(hours=1)},
                         "not-the-secret-0123456789-0123456789", algorithm="HS256")
@@ -209,8 +215,8 @@ def test_roles_outside_x_roles_are_403(api):
              dept="zjj", reg_no="WH-1")
     api.call("POST", "supervision", "/class-problems/detection", 403, role="viewer")
     api.call("GET", "supervision", "/class-problems", 403, role="department", dept="zjj")
-    for step, body in (("confirmation", {"lead_entity": "fgj",
-                                         "deadline": "2026-12-18T18:00:00+08:00"}),
+    later = suite_time.iso(suite_time.at(suite_time.working_day_after(suite_time.today(), 10), 18))
+    for step, body in (("confirmation", {"lead_entity": "fgj", "deadline": later}),
                        ("resolution", {"measures": "x"}), ("closure", {"promote": True}),
                        ("dismissal", {"reason": "x"})):
         api.call("POST", "supervision", f"/class-problems/{{class_id}}/{step}", 403,
@@ -294,7 +300,7 @@ def test_search(api, dispatched):
     assert narrowed["page_size"] == 5 and len(narrowed["items"]) <= 5
     assert all(item["state"] == "dispatched" for item in narrowed["items"])
     bad = api.call("GET", "intake", "/appeals", 422, params={
-        "from": "2026-01-01T00:00:00", "page_size": "0", "colour": "red"})
+        "from": naive(suite_time.now()), "page_size": "0", "colour": "red"})
     assert {"from", "page_size", "colour"} <= set(bad["errors"])
 
 
@@ -338,15 +344,19 @@ def test_withdraw(api):
 
 def test_activities(api):
     activity_id = f"sit-in-{unique()}"
-    body = {"activity_id": activity_id, "kind": "sit_in", "held_on": "2026-11-27",
+    # Held in the coming working days of the suite's calendar.
+    held_on = suite_time.working_day_after(suite_time.today(), 1)
+    visited_on = suite_time.working_day_after(held_on, 1)
+    body = {"activity_id": activity_id, "kind": "sit_in", "held_on": held_on.isoformat(),
             "title": "局长坐诊（住建专场）", "lead_unit": "zjj",
             "industry_chain": "construction_realestate"}
     created = api.call("POST", "intake", "/activities", 201, role="bureau_admin", json=body)
     assert created == body
     api.call("POST", "intake", "/activities", 409, json=body)
     made_up = api.call("POST", "intake", "/activities", 201, json={
-        "kind": "door_visit", "held_on": "2026-11-28", "title": "上门问诊", "lead_unit": "jrb"})
-    assert made_up["activity_id"].startswith("door_visit-20261128-")
+        "kind": "door_visit", "held_on": visited_on.isoformat(), "title": "上门问诊",
+        "lead_unit": "jrb"})
+    assert made_up["activity_id"].startswith(f"door_visit-{visited_on:%Y%m%d}-")
     unknown = api.call("POST", "intake", "/activities", 422, json={
         **body, "activity_id": None, "lead_unit": "nobody", "industry_chain": "space"})
     assert {"lead_unit", "industry_chain"} <= set(unknown["errors"])
@@ -455,7 +465,9 @@ def test_extension_decision(api, bus):
     bus.reply("zjj", "sign", reply_body(lead))
     _one_assignment(api, reg_no, dept="zjj", state="signed")
     respond_by = datetime.fromisoformat(lead["respond_by"])
-    asked = respond_by + timedelta(days=1)
+    # One working day more, on the suite's calendar: after respond_by, in the future and
+    # well within the category's longest time allowed.
+    asked = suite_time.at(suite_time.working_day_after(respond_by, 1), 18)
     bus.reply("zjj", "extend", reply_body(lead, requested_until=asked.isoformat(),
                                           reason="需要现场核查"))
 
@@ -477,8 +489,7 @@ def test_extension_decision(api, bus):
     api.call("POST", "dispatch", template, 404, extension_id=str(uuid.uuid4()),
              json={"approve": True, "reason": "同意"})
     bad = api.call("POST", "dispatch", template, 422, extension_id=ext["extension_id"],
-                   json={"approve": "maybe", "reason": "x",
-                         "respond_by": "2026-12-04T23:59:59"})
+                   json={"approve": "maybe", "reason": "x", "respond_by": naive(asked)})
     assert {"approve", "respond_by"} <= set(bad["errors"])
     too_long = api.call("POST", "dispatch", template, 422, extension_id=ext["extension_id"],
                         json={"approve": True, "reason": "同意",
@@ -498,11 +509,12 @@ def test_extension_decision(api, bus):
     now = _one_assignment(api, reg_no, dept="zjj")
     assert datetime.fromisoformat(now["respond_by"]) == asked
     # Another request, still waiting when the unit responds, lapses undecided.
-    bus.reply("zjj", "extend", reply_body(lead, requested_until=(asked + timedelta(days=1))
-                                          .isoformat(), reason="仍需核查"))
+    again = suite_time.at(suite_time.working_day_after(asked, 1), 18)
+    bus.reply("zjj", "extend", reply_body(lead, requested_until=suite_time.iso(again),
+                                          reason="仍需核查"))
     (waiting,) = poll(pending)
     bus.reply("zjj", "respond", reply_body(lead, outcome="solved", reply="已办结",
-                                           contacted_at="2026-11-27T10:30:00+08:00"))
+                                           contacted_at=suite_time.iso()))
     (lapsed,) = poll(lambda: [e for e in api.call("GET", "dispatch", "/extensions", 200,
                                                   params={"state": "lapsed"})
                               if e["reg_no"] == reg_no])
@@ -631,7 +643,7 @@ def test_closure_and_deadlines(api, bus):
     bus.reply("zjj", "sign", reply_body(lead))
     _one_assignment(api, reg_no, dept="zjj", state="signed")
     bus.reply("zjj", "respond", reply_body(lead, outcome="solved", reply="已办结并告知企业",
-                                           contacted_at="2026-11-27T10:30:00+08:00"))
+                                           contacted_at=suite_time.iso()))
     _clock_in_state(api, reg_no, "responded")
     answered = api.call("GET", "supervision", deadlines, 200, role="bureau_admin",
                         reg_no=reg_no)
@@ -662,7 +674,7 @@ def test_key_orders_and_written_feedback(api, bus):
     bus.reply("zjj", "sign", reply_body(lead))
     _one_assignment(api, reg_no, dept="zjj", state="signed")
     bus.reply("zjj", "respond", reply_body(lead, outcome="explained", reply="已解释政策",
-                                           contacted_at="2026-11-27T10:30:00+08:00"))
+                                           contacted_at=suite_time.iso()))
     _clock_in_state(api, reg_no, "responded")
     reopened = api.call("POST", "supervision", "/appeals/{reg_no}/followups", 201, reg_no=reg_no,
                         json={"grade": "unsatisfied", "resolved": False, "comments": "仍未解决"})
@@ -710,14 +722,19 @@ FIVE_CHECKS = {"accuracy": 4, "smoothness": 2, "proofs": 3, "experience": 3, "co
 def test_walkthroughs_and_list_items(api):
     """A walkthrough's findings become list items, each owner's to deal with by its
     deadline (an `item` clock) until the bureau closes it out."""
-    due = (datetime.now(UTC) + timedelta(days=10)).replace(microsecond=0)
+    today = suite_time.today()
+    # Sent in UTC: the walkthrough's answer echoes them as sent, the item reads them as stored.
+    due = suite_time.at(suite_time.working_day_after(today, 10), 18).astimezone(UTC)
+    later = suite_time.at(suite_time.working_day_after(today, 15), 18).astimezone(UTC)
+    past = suite_time.at(suite_time.working_day_before(today, 1), 18).astimezone(UTC)
     body = {"service_item": "企业开办一网通办", "mode": "accompanied", "lead_unit": "swj",
-            "walked_on": "2026-11-26", "scores": FIVE_CHECKS, "summary": "陪同企业办理开办全流程",
+            "walked_on": suite_time.working_day_before(today, 1).isoformat(),
+            "scores": FIVE_CHECKS, "summary": "陪同企业办理开办全流程",
             "findings": [
                 {"list": "problem", "description": "线上线下材料要求不一致", "owner": "zjj",
                  "due_at": due.isoformat()},
                 {"list": "optimization", "description": "合并两个申请表单", "owner": "gxj",
-                 "due_at": (due + timedelta(days=7)).isoformat()}]}
+                 "due_at": later.isoformat()}]}
     walkthroughs = "/walkthroughs"
     api.call("POST", "supervision", walkthroughs, 403, role="viewer", json=body)
     bad = api.call("POST", "supervision", walkthroughs, 422,
@@ -726,7 +743,7 @@ def test_walkthroughs_and_list_items(api):
     assert any(key.startswith("scores") for key in bad["errors"])
     unknown = api.call("POST", "supervision", walkthroughs, 422, json={
         **body, "lead_unit": "nobody", "findings": [{**body["findings"][0], "owner": "nobody",
-                                                     "due_at": "2020-01-01T00:00:00+08:00"}]})
+                                                     "due_at": past.isoformat()}]})
     assert {"lead_unit", "findings.0.owner", "findings.0.due_at"} <= set(unknown["errors"])
     api.call("POST", "supervision", walkthroughs, 400, data=b"{not json",
              headers={**api.headers("bureau_staff"), "Content-Type": "application/json"})
@@ -738,7 +755,8 @@ def test_walkthroughs_and_list_items(api):
     assert walked["recorded_by"] == "e2e-bureau_admin" and walked["scores"] == FIVE_CHECKS
     quick = api.call("POST", "supervision", walkthroughs, 201, json={
         "service_item": "不动产登记", "mode": "in_person", "lead_unit": "zrzyj",
-        "walked_on": "2026-11-25", "scores": dict.fromkeys(FIVE_CHECKS, 5)})
+        "walked_on": suite_time.working_day_before(today, 2).isoformat(),
+        "scores": dict.fromkeys(FIVE_CHECKS, 5)})
     assert (quick["items"], quick["summary"]) == ([], "")
     listed = api.call("GET", "supervision", walkthroughs, 200, role="viewer")
     assert {walkthrough_id, quick["walkthrough_id"]} <= {w["walkthrough_id"] for w in listed}
@@ -793,7 +811,7 @@ PATROL_REPORT = {
 def test_patrol_filings_and_obligations(api):
     """附件1: a chain patrol registered at intake has its plan and report filed by its
     chain's lead unit (or the bureau); the year's obligations show where each stands."""
-    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    today = suite_time.today()
     tag = unique()
     patrol_id, sit_in_id = f"chain_patrol-{tag}", f"sit_in-{tag}"
     api.call("POST", "intake", "/activities", 201, json={
@@ -921,17 +939,17 @@ def test_class_problems(api):
     resolution = "/class-problems/{class_id}/resolution"
     closure = "/class-problems/{class_id}/closure"
     dismissal = "/class-problems/{class_id}/dismissal"
-    deadline = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    deadline = suite_time.at(suite_time.working_day_after(suite_time.today(), 20), 18)
     body = {"lead_entity": "fgj", "units": ["swtcj", "gxj"], "deadline": deadline.isoformat(),
             "note": "冷链用电增容专项研判"}
     unknown = api.call("POST", "supervision", confirmation, 422, class_id=class_id,
                        json={**body, "units": ["nobody"]})
     assert "nobody" in unknown["errors"]["units"][0]
     bad = api.call("POST", "supervision", confirmation, 422, class_id=class_id,
-                   json={"lead_entity": "FGJ", "deadline": "2026-12-18T18:00:00", "surprise": 1})
+                   json={"lead_entity": "FGJ", "deadline": naive(deadline), "surprise": 1})
     assert {"lead_entity", "deadline", "surprise"} <= set(bad["errors"])
     past = api.call("POST", "supervision", confirmation, 422, class_id=class_id,
-                    json={**body, "deadline": (datetime.now(UTC) - timedelta(days=1)).isoformat()})
+                    json={**body, "deadline": suite_time.iso(suite_time.now() - timedelta(days=1))})
     assert "deadline" in past["errors"]
     api.call("POST", "supervision", confirmation, 404, class_id="LT-1999-9999", json=body)
     api.call("POST", "supervision", confirmation, 400, class_id=class_id, data=b"{not json",
@@ -1012,16 +1030,16 @@ def test_summary(api, dispatched):
     empty = api.call("GET", "reporting", "/reports/summary", 200, role="bureau_admin",
                      params={"to": "2000-01-01T00:00:00+08:00"})
     assert empty["registered"] == 0 and empty["solve_rate"] is None
-    naive = api.call("GET", "reporting", "/reports/summary", 400,
-                     params={"from": "2026-01-01T00:00:00"})
-    assert "offset" in naive["error"]
+    offsetless = api.call("GET", "reporting", "/reports/summary", 400,
+                          params={"from": naive(suite_time.now())})
+    assert "offset" in offsetless["error"]
     api.call("GET", "reporting", "/reports/summary", 400, params={"to": "yesterday"})
 
 
 def test_reports_and_exports(api):
     """Every report and export of reporting answers as documented (the figures themselves
     are checked in tests/unit/test_report_scenario.py and tests/e2e/test_reports_live.py)."""
-    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    today = suite_time.today()
     quarter = str((today.month - 1) // 3 + 1)
     rates = "/reports/rates"
     by_dept = api.call("GET", "reporting", rates, 200, role="viewer", params={
@@ -1030,11 +1048,13 @@ def test_reports_and_exports(api):
     assert (by_dept["period"]["kind"], by_dept["group_by"]) == ("quarter", "department")
     for params in ({"group_by": "channel"}, {"group_by": "industry_chain", "month": "1"},
                    {"group_by": "category", "year": str(today.year)},
-                   {"group_by": "month", "from": "2026-01-01", "to": "2026-12-31"}, {}):
+                   {"group_by": "month", "from": f"{today.year}-01-01", "to": f"{today.year}-12-31"},
+                   {}):
         api.call("GET", "reporting", rates, 200, role="bureau_admin", params=params)
     for params, field in (({"colour": "red"}, "colour"), ({"group_by": "weekday"}, "group_by"),
                           ({"period": "quarter", "quarter": "5"}, "quarter"),
-                          ({"from": "2026-12-01", "to": "2026-11-01"}, "to")):
+                          ({"from": today.isoformat(),
+                            "to": suite_time.working_day_before(today, 20).isoformat()}, "to")):
         refused = api.call("GET", "reporting", rates, 422, params=params)
         assert field in refused["errors"], refused
     api.call("GET", "reporting", rates, 403, role="department", dept="zjj")
@@ -1074,8 +1094,8 @@ def test_reports_and_exports(api):
 def test_closed_schema_helper_refuses_undocumented_fields(spec):
     """The strictness the checks above rely on."""
     schema = _closed(_deref(spec, {"$ref": "#/components/schemas/Activity"}))
-    body = {"activity_id": "a", "kind": "sit_in", "held_on": "2026-11-27", "title": "t",
-            "lead_unit": "zjj", "industry_chain": None}
+    body = {"activity_id": "a", "kind": "sit_in", "held_on": suite_time.today().isoformat(),
+            "title": "t", "lead_unit": "zjj", "industry_chain": None}
     jsonschema.Draft202012Validator(schema).validate(body)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate({**copy.deepcopy(body), "extra": 1})

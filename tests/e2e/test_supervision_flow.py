@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import io
 import time
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import openpyxl
 import pytest
 import requests
 
+from tests.e2e import suite_time
 from tests.e2e.bus import Bus, appeal_body, poll, reply_body
-
-TZ = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture
@@ -24,24 +22,16 @@ def bus(amqp_uri, suite):
     b.close()
 
 
-def next_weekday_10am(after: datetime, working_days: int) -> datetime:
-    """Mon-Fri only: good enough in December 2026, which has no holidays."""
-    day = after.astimezone(TZ).date()
-    while working_days:
-        day += timedelta(days=1)
-        if day.weekday() < 5:
-            working_days -= 1
-    return datetime(day.year, day.month, day.day, 10, tzinfo=TZ)
-
-
 def test_missed_deadlines_escalate_to_a_key_supervision_order(bus, move_clock):
     reg_no = bus.receipt(bus.submit(appeal_body(title="退税迟迟未到账")))["reg_no"]
     assignment = bus.dept_message("swj", "assignment", reg_no)
     sign_by = datetime.fromisoformat(assignment["sign_by"])
-    move_clock(next_weekday_10am(sign_by, 1))  # the working day after: 督办
+    # Working days on the suite's own calendar (holidays, 调休, a New Year in between).
+    move_clock(suite_time.at(suite_time.working_day_after(sign_by, 1)))  # the day after: 督办
     notice = bus.dept_message("swj", "supervision_notice", reg_no, timeout=30)
     assert notice["deadline"] == "sign" and notice["working_days_overdue"] >= 1
-    move_clock(next_weekday_10am(sign_by, 6))  # 5+ working days overdue: 重点督办单
+    # 5+ working days overdue: 重点督办单
+    move_clock(suite_time.at(suite_time.working_day_after(sign_by, 6)))
     order = bus.dept_message("swj", "key_supervision_order", reg_no, timeout=30)
     assert order["feedback_required"] is True and order["order_no"].startswith("ZD-")
 
@@ -58,7 +48,7 @@ def test_unsatisfied_followup_reopens_until_a_satisfied_one_closes(bus, urls, to
         deadline = time.monotonic() + 20
         while True:
             bus.reply("rsj", "respond", reply_body(lead, outcome="explained", reply="已对接",
-                                                   contacted_at="2026-11-27T10:00:00+08:00"))
+                                                   contacted_at=suite_time.iso()))
             result = bus.dept_message("rsj", "reply_result", reg_no, timeout=90)
             if result["status"] == "accepted":
                 return
@@ -116,24 +106,28 @@ def test_a_patrol_registered_at_intake_has_its_plan_chased_to_the_chain_lead(bus
     before) and reminds the chain's lead unit (gxj leads digital_economy) on its queue."""
     staff = {"Authorization": f"Bearer {token('bureau_staff')}"}
     lead = {"Authorization": f"Bearer {token('department', 'gxj')}"}
+    # Two working weeks ahead on the suite's calendar, whatever day (or year end) it is now.
+    held_on = suite_time.working_day_after(suite_time.today(), 10)
     created = requests.post(f"{urls['intake']}/activities", headers=staff, json={
-        "kind": "chain_patrol", "held_on": "2026-12-17", "title": "数字经济链式巡诊",
+        "kind": "chain_patrol", "held_on": held_on.isoformat(), "title": "数字经济链式巡诊",
         "lead_unit": "gxj", "industry_chain": "digital_economy"})
     assert created.status_code == 201, created.text
     activity_id = created.json()["activity_id"]
 
     def obligations() -> dict:
         return requests.get(f"{urls['supervision']}/activity-obligations",
-                            params={"year": 2026}, headers=staff).json()
+                            params={"year": held_on.year}, headers=staff).json()
 
     mine = poll(lambda: [a for a in obligations()["activities"]
                          if a["activity_id"] == activity_id], timeout=60)[0]
-    # Mon 14th, three working days before Thu 17th; the report by Tue 22nd.
-    assert datetime.fromisoformat(mine["plan"]["due_at"]) == datetime(2026, 12, 14, 23, 59, 59,
-                                                                      tzinfo=TZ)
-    assert datetime.fromisoformat(mine["report"]["due_at"]) == datetime(2026, 12, 22, 23, 59, 59,
-                                                                        tzinfo=TZ)
-    move_clock(datetime(2026, 12, 11, 10, tzinfo=TZ))  # the working day before the plan's due
+    # The plan by the end of the 3rd working day before the patrol, the report by the end
+    # of the 3rd working day after it.
+    plan_day = suite_time.working_day_before(held_on, 3)
+    report_day = suite_time.working_day_after(held_on, 3)
+    assert datetime.fromisoformat(mine["plan"]["due_at"]) == suite_time.end_of_day(plan_day)
+    assert datetime.fromisoformat(mine["report"]["due_at"]) == suite_time.end_of_day(report_day)
+    # The working day before the plan's due: the lead unit is reminded.
+    move_clock(suite_time.at(suite_time.working_day_before(plan_day, 1)))
     reminder = bus.dept_message("gxj", "reminder", activity_id, timeout=120)
     assert reminder["deadline"] == "plan"
     filed = requests.post(f"{urls['supervision']}/activities/{activity_id}/plan", headers=lead,
@@ -148,7 +142,7 @@ def test_a_patrol_registered_at_intake_has_its_plan_chased_to_the_chain_lead(bus
 
     # The day after the patrol the lead files its report with the 附件3 rows; reporting's
     # patrol report export carries them, the phone masked.
-    move_clock(datetime(2026, 12, 18, 10, tzinfo=TZ))
+    move_clock(suite_time.at(suite_time.working_day_after(held_on, 1)))
     report = requests.post(f"{urls['supervision']}/activities/{activity_id}/report", headers=lead,
                            json={"policies_delivered": 5, "enterprises_served": 10,
                                  "class_problems": ["数据中心用电报装慢"], "summary": "走访10家企业",
