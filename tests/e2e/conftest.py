@@ -111,3 +111,13 @@ def token(suite_env):
         return issue_token(JWT_SECRET, f"e2e-{role}", role, dept)
 
     return make
+
+
+@pytest.fixture
+def bus(amqp_uri, suite):
+    """An external system and the departments, in plain pika (tests/e2e/bus.py)."""
+    from tests.e2e.bus import Bus
+
+    b = Bus(amqp_uri)
+    yield b
+    b.close()

@@ -6,18 +6,10 @@ import json
 import re
 import uuid
 
-import pytest
 import requests
 
 from tests.e2e import suite_time
-from tests.e2e.bus import Bus, appeal_body, poll, reply_body
-
-
-@pytest.fixture
-def bus(amqp_uri, suite):
-    b = Bus(amqp_uri)
-    yield b
-    b.close()
+from tests.e2e.bus import appeal_body, poll, reply_body
 
 
 def auth(token: str) -> dict:

@@ -21,16 +21,10 @@ import yaml
 from appeals_common.calendar import statutory_holidays
 from appeals_common.settings import ROOT
 from tests.e2e import suite_time
-from tests.e2e.bus import Bus, appeal_body, poll
+from tests.e2e.bus import appeal_body, poll
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-def bus(amqp_uri, suite):
-    b = Bus(amqp_uri)
-    yield b
-    b.close()
 
 
 def recompute(suite_env: dict[str, str], config_dir: Path) -> dict:

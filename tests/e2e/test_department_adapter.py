@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -91,12 +91,6 @@ class RecordingEndpoint(ThreadingHTTPServer):
         with self.lock:
             return [(h, m) for h, m in self.received if m.get("reg_no") == reg_no and m.get("kind") == kind]
 
-
-@pytest.fixture
-def bus(amqp_uri, suite) -> Iterator[Bus]:
-    b = Bus(amqp_uri)
-    yield b
-    b.close()
 
 
 @pytest.fixture

@@ -6,18 +6,10 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-import pytest
 import requests
 
 from tests.e2e import suite_time
-from tests.e2e.bus import Bus, appeal_body, reply_body
-
-
-@pytest.fixture
-def bus(amqp_uri, suite):
-    b = Bus(amqp_uri)
-    yield b
-    b.close()
+from tests.e2e.bus import appeal_body, reply_body
 
 
 def test_return_accepted_redispatches_to_another_unit(bus, urls, token):

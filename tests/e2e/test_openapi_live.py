@@ -21,7 +21,7 @@ import requests
 import yaml
 
 from tests.e2e import suite_time
-from tests.e2e.bus import Bus, poll, reply_body
+from tests.e2e.bus import poll, reply_body
 
 pytestmark = pytest.mark.e2e
 
@@ -400,12 +400,6 @@ def _one_assignment(api: Api, reg_no: str, **params: str) -> dict:
     (row,) = found
     return row
 
-
-@pytest.fixture
-def bus(amqp_uri, suite):
-    b = Bus(amqp_uri)
-    yield b
-    b.close()
 
 
 def test_return_decision(api, bus):

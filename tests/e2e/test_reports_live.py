@@ -17,16 +17,10 @@ import pytest
 import requests
 
 from tests.e2e import suite_time
-from tests.e2e.bus import Bus, appeal_body, poll, reply_body
+from tests.e2e.bus import appeal_body, poll, reply_body
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-def bus(amqp_uri, suite):
-    b = Bus(amqp_uri)
-    yield b
-    b.close()
 
 
 def first_working_tuesday_of_march(year: int) -> date:

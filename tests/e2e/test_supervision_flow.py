@@ -8,18 +8,10 @@ import time
 from datetime import datetime
 
 import openpyxl
-import pytest
 import requests
 
 from tests.e2e import suite_time
-from tests.e2e.bus import Bus, appeal_body, poll, reply_body
-
-
-@pytest.fixture
-def bus(amqp_uri, suite):
-    b = Bus(amqp_uri)
-    yield b
-    b.close()
+from tests.e2e.bus import appeal_body, poll, reply_body
 
 
 def test_missed_deadlines_escalate_to_a_key_supervision_order(bus, move_clock):

@@ -843,6 +843,40 @@ def _delivery(body: Any, routing_key: str, exchange: str, message_id: str | None
                     content_type=content_type, headers={}, attempt=1)
 
 
+def _wired(directory: Path, calendar: Any) -> tuple[Any, ...]:
+    """Intake, dispatch and supervision on SQLite with the reference data their services
+    load: (intake, dispatch, supervision, departments, intake_ctx, dispatch_ctx, chains)."""
+    from appeals_common.registries import (
+        load_categories,
+        load_departments,
+        load_industry_chains,
+        load_routing_rules,
+        load_source_systems,
+    )
+    from services.dispatch import usecases as dispatch_uc
+    from services.dispatch.models import Base as DispatchBase
+    from services.dispatch.routing import Router
+    from services.intake import usecases as intake_uc
+    from services.intake.classification import Classifier
+    from services.intake.models import Base as IntakeBase
+    from services.supervision.activities import ChainLeads
+    from services.supervision.models import Base as SupervisionBase
+
+    departments = load_departments(CONFIG)
+    chains_config = load_industry_chains(CONFIG, departments)
+    intake_ctx = intake_uc.IntakeContext(
+        sources=frozenset(load_source_systems(CONFIG)), departments=frozenset(departments),
+        classifier=Classifier(load_categories(CONFIG), chains_config))
+    dispatch_ctx = dispatch_uc.DispatchContext(
+        router=Router.from_config(load_routing_rules(CONFIG, departments)), calendar=calendar,
+        policy=POLICY, departments=set(departments))
+    # Each key industry chain's lead unit (附件2), as supervision's service loads them.
+    chains = ChainLeads({code: chain.lead for code, chain in chains_config.items()})
+    return (_Service("intake", IntakeBase, directory), _Service("dispatch", DispatchBase, directory),
+            _Service("supervision", SupervisionBase, directory), departments, intake_ctx,
+            dispatch_ctx, chains)
+
+
 class _Service:
     """One service's use cases on SQLite, with its outbox readable."""
 
@@ -908,39 +942,21 @@ def _run_appeals(directory: Path) -> list[dict[str, Any]]:
     from appeals_common.auth import Principal
     from appeals_common.http import Conflict, FieldErrors, HttpError, NotFound
     from appeals_common.metrics import load_calendar
-    from appeals_common.registries import load_routing_rules
     from services.dispatch import bureau
     from services.dispatch import usecases as dispatch_uc
     from services.dispatch.models import Assignment as DispatchAssignment
-    from services.dispatch.models import Base as DispatchBase
     from services.dispatch.models import DispatchAppeal
-    from services.dispatch.routing import Router
     from services.intake import usecases as intake_uc
-    from services.intake.classification import Classifier
-    from services.intake.models import Base as IntakeBase
     from services.intake.models import TimelineEntry
     from services.supervision import activities, clocks, walkthroughs
     from services.supervision import class_problem_usecases as classes
     from services.supervision import usecases as supervision_uc
-    from services.supervision.activities import ChainLeads
     from services.supervision.class_problems import ClusterSettings
     from services.supervision.escalation import WorkingHours
-    from services.supervision.models import Base as SupervisionBase
 
-    intake = _Service("intake", IntakeBase, directory)
-    dispatch = _Service("dispatch", DispatchBase, directory)
-    supervision = _Service("supervision", SupervisionBase, directory)
-    departments = load_departments(CONFIG)
     calendar = load_calendar(CONFIG, Settings().timezone)
-    intake_ctx = intake_uc.IntakeContext(
-        sources=frozenset(load_source_systems(CONFIG)), departments=frozenset(departments),
-        classifier=Classifier(load_categories(CONFIG), load_industry_chains(CONFIG, departments)))
-    ctx = dispatch_uc.DispatchContext(
-        router=Router.from_config(load_routing_rules(CONFIG, departments)), calendar=calendar,
-        policy=POLICY, departments=set(departments))
-    # Each key industry chain's lead unit (附件2), as supervision's service loads them.
-    chains = ChainLeads({code: chain.lead for code, chain in
-                         load_industry_chains(CONFIG, departments).items()})
+    intake, dispatch, supervision, departments, intake_ctx, ctx, chains = _wired(
+        directory, calendar)
     sent: list[dict[str, Any]] = []
 
     def collect(service: _Service) -> list[dict[str, Any]]:
@@ -1652,39 +1668,22 @@ def _run_recompute(directory: Path) -> dict[str, Any]:
         statutory_holidays,
     )
     from appeals_common.metrics import load_calendar
-    from appeals_common.registries import load_routing_rules
     from services.dispatch import recompute as dispatch_recompute
     from services.dispatch import usecases as dispatch_uc
     from services.dispatch.models import Assignment as DispatchAssignment
-    from services.dispatch.models import Base as DispatchBase
     from services.dispatch.models import KeyOrder as DispatchKeyOrder
-    from services.dispatch.routing import Router
     from services.intake import usecases as intake_uc
-    from services.intake.classification import Classifier
-    from services.intake.models import Base as IntakeBase
     from services.intake.models import TimelineEntry
     from services.supervision import activities
     from services.supervision import recompute as supervision_recompute
     from services.supervision import usecases as supervision_uc
-    from services.supervision.activities import ChainLeads
-    from services.supervision.models import Base as SupervisionBase
     from tests.tools_time import first_uncovered_year
 
     timezone = Settings().timezone
     calendar = load_calendar(CONFIG, timezone)
     year = first_uncovered_year(calendar)
-    intake = _Service("intake", IntakeBase, directory)
-    dispatch = _Service("dispatch", DispatchBase, directory)
-    supervision = _Service("supervision", SupervisionBase, directory)
-    departments = load_departments(CONFIG)
-    intake_ctx = intake_uc.IntakeContext(
-        sources=frozenset(load_source_systems(CONFIG)), departments=frozenset(departments),
-        classifier=Classifier(load_categories(CONFIG), load_industry_chains(CONFIG, departments)))
-    ctx = dispatch_uc.DispatchContext(
-        router=Router.from_config(load_routing_rules(CONFIG, departments)), calendar=calendar,
-        policy=POLICY, departments=set(departments))
-    chains = ChainLeads({code: chain.lead for code, chain in
-                         load_industry_chains(CONFIG, departments).items()})
+    intake, dispatch, supervision, departments, intake_ctx, ctx, chains = _wired(
+        directory, calendar)
     sent: list[dict[str, Any]] = []
 
     def deliver(service: _Service) -> list[dict[str, Any]]:
