@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -58,7 +59,30 @@ def authenticate(authorization: str | None, secret: str) -> Principal:
         raise AuthError(401, f"invalid token: {exc}") from None
     if claims["role"] not in ROLES:
         raise AuthError(401, "token has an unknown role")
-    return Principal(subject=claims["sub"], role=claims["role"], dept_code=claims.get("dept"))
+    dept_code = _department_of(claims)
+    return Principal(subject=claims["sub"], role=claims["role"], dept_code=dept_code)
+
+
+@functools.cache
+def known_departments() -> frozenset[str]:
+    """The department codes of the registry (config/departments.yaml), read once per process."""
+    from appeals_common.registries import load_departments
+    from appeals_common.settings import load_settings
+
+    return frozenset(load_departments(load_settings().config_dir))
+
+
+def _department_of(claims: dict) -> str | None:
+    """A department token must name a known department: without one, every view filtered
+    by department would show every department's share. Other roles carry none."""
+    if claims["role"] != "department":
+        return None
+    dept = claims.get("dept")
+    if not isinstance(dept, str) or not dept:
+        raise AuthError(403, "department token names no department (claim 'dept')")
+    if dept not in known_departments():
+        raise AuthError(403, f"department token names an unknown department {dept[:48]!r}")
+    return dept
 
 
 def require(principal: Principal, *roles: str) -> Principal:

@@ -149,7 +149,9 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # hide_parameters: a database error's text names no SQL parameters (names, phones)
+        # in logs or dead-letter headers (DESIGN §9).
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -164,7 +166,7 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
     # No pre-ping (a round trip per transaction): a connection that died is discarded
     # when its error surfaces, and the consumer's retry runs the work again.
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
-                         pool_timeout=60)
+                         pool_timeout=60, hide_parameters=True)
 
 
 class UnitOfWork:

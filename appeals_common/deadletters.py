@@ -13,6 +13,7 @@ from typing import Any
 import pika
 
 from appeals_common.amqp_tools import blocking_channel
+from appeals_common.identity import amqp_username
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,11 @@ def replay(amqp_uri: str, queue: str, message_id: str | None = None) -> int:
             for key in ("x-attempt", "x-attempts", "x-death", "x-error-traceback"):
                 headers.pop(key, None)
             headers["x-replayed"] = True
+            # Sent as the operator's suite user: the consumer trusts the original routing
+            # key and sender in the headers only from a suite user (appeals_common.identity).
             channel.basic_publish("", target, body, pika.BasicProperties(
                 content_type=props.content_type, delivery_mode=2, message_id=props.message_id,
-                headers=headers), mandatory=True)
+                headers=headers, user_id=amqp_username(amqp_uri)), mandatory=True)
             channel.basic_ack(method.delivery_tag)
             replayed += 1
         if skipped is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -15,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.wrappers import Request, Response
 
 from appeals_common.auth import AuthError, Principal, authenticate, require
+from appeals_common.input_guard import JsonRefused, escape_hidden, hidden_character_error, parse_json
 from appeals_common.schemas import errors_by_field
 
 log = logging.getLogger("appeals.http")
@@ -66,11 +68,9 @@ def read_json(request: Request) -> Any:
     if len(raw) > MAX_REQUEST_BYTES:
         raise HttpError(413, f"request body larger than {MAX_REQUEST_BYTES} bytes")
     try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise HttpError(400, "request body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise HttpError(400, f"request body is not JSON: {exc}") from None
+        return parse_json(raw)  # no deeper than MAX_JSON_DEPTH, checked before parsing
+    except JsonRefused as exc:
+        raise HttpError(400, f"request body {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,9 @@ def page_args(request: Request) -> Page:
         raw = request.args.get(name)
         if raw is None:
             values[name] = default
-        elif raw.isdigit() and 1 <= int(raw) <= top:
+        # ASCII digits only ("²".isdigit() is true), and few enough for int().
+        elif raw.isascii() and raw.isdigit() and len(raw) <= len(str(top)) \
+                and 1 <= int(raw) <= top:
             values[name] = int(raw)
         else:
             errors[name] = [f"an integer from 1 to {top}"]
@@ -102,10 +104,35 @@ def page_args(request: Request) -> Page:
     return Page(values["page"], values["page_size"])
 
 
+def check_url_text(request: Request, url_args: dict[str, Any]) -> None:
+    """Path and query parameters go to the database and into logs as they are: refuse
+    control and other hidden characters in them (as the schemas do in bodies), by name."""
+    errors: dict[str, list[str]] = {}
+    params = [(name, value) for name, value in url_args.items() if isinstance(value, str)]
+    params += list(request.args.items(multi=True))
+    for name, value in params:
+        error = hidden_character_error(name) or hidden_character_error(value)
+        if error:
+            errors.setdefault(escape_hidden(name), []).append(error)
+    if errors:
+        raise FieldErrors(errors)
+
+
+def internal_error(request: Request, func: Callable) -> Response:
+    """An unexpected exception: logged in full under a new error id, answered with that
+    id only - no exception text, no traceback reaches the client."""
+    error_id = str(uuid.uuid4())
+    log.exception("internal error %s in %s %s (%s)", error_id, request.method,
+                  escape_hidden(request.path), func.__qualname__)
+    return json_response(500, {"error": "internal error", "error_id": error_id})
+
+
 def api(*roles: str) -> Callable:
     """Wrap an @http method: authenticate with one of `roles`, map errors to JSON.
 
-    The wrapped method receives (self, request, principal, **url_args).
+    The wrapped method receives (self, request, principal, **url_args). An exception it
+    does not expect is a 500 `{"error": "internal error", "error_id": ...}`, logged with
+    the same id.
     """
 
     def decorate(func: Callable) -> Callable:
@@ -116,7 +143,12 @@ def api(*roles: str) -> Callable:
                                                     self.runtime.settings.jwt_secret)
                 if roles:
                     require(principal, *roles)
+                check_url_text(request, kwargs)
                 result = func(self, request, principal, **kwargs)
+                if isinstance(result, Response):
+                    return result
+                status, payload = result if isinstance(result, tuple) else (200, result)
+                return json_response(status, payload)
             except AuthError as exc:
                 return json_response(exc.status, {"error": exc.message})
             except ValidationError as exc:
@@ -127,10 +159,8 @@ def api(*roles: str) -> Callable:
                 if exc.errors:
                     body["errors"] = exc.errors
                 return json_response(exc.status, body)
-            if isinstance(result, Response):
-                return result
-            status, payload = result if isinstance(result, tuple) else (200, result)
-            return json_response(status, payload)
+            except Exception:  # nameko would answer with the exception's text
+                return internal_error(request, func)
 
         return wrapper
 

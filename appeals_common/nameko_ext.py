@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from appeals_common.clock import Clock
 from appeals_common.db import OutboxRelay, Store
+from appeals_common.privacy import mask_text
 from appeals_common.publisher import ConfirmingPublisher
 from appeals_common.settings import Settings, load_settings
 from appeals_common.topology import dead_letter_queue, retry_exchange
@@ -67,6 +68,8 @@ class Delivery:
     content_type: str | None
     headers: dict[str, Any]
     attempt: int
+    # The broker-validated sender (AMQP user_id) of the message as first published.
+    user_id: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -223,24 +226,48 @@ class ReliableConsumer(Entrypoint):
         return self._publisher
 
     def handle_message(self, _body: None, message: Any) -> None:
-        props = message.properties
-        headers = dict(message.headers or {})
-        delivery = Delivery(
-            body=message.body if isinstance(message.body, bytes) else message.body.encode(),
-            routing_key=headers.get("x-original-routing-key")
-            or message.delivery_info.get("routing_key", ""),
-            exchange=headers.get("x-original-exchange")
-            or message.delivery_info.get("exchange", ""),
-            message_id=props.get("message_id"),
-            content_type=props.get("content_type") or message.content_type,
-            headers=headers,
-            attempt=int(headers.get("x-attempt", 1)),
-        )
+        try:
+            delivery = self._delivery(message)
+        except Exception as exc:  # nothing a publisher sends may stop the consumer
+            self._refuse_unreadable(message, exc)
+            return
         try:
             self.container.spawn_worker(self, (delivery,), {},
                                         handle_result=partial(self.handle_result, message, delivery))
         except Exception:  # container being killed: the broker redelivers
             self.queue_consumer.requeue_message(message)
+
+    def _delivery(self, message: Any) -> Delivery:
+        """The message as handlers see it. Routing key, sender and attempt are the broker's,
+        except on a message the suite itself sent back (retry, replay): its headers carry
+        them from the first delivery. A publisher's own headers prove nothing."""
+        props = message.properties
+        headers = dict(message.headers or {})
+        info = message.delivery_info
+        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        user_id = _text_or_none(props.get("user_id"))
+        routing_key, exchange = str(info.get("routing_key", "")), str(info.get("exchange", ""))
+        attempt = 1
+        if self.settings.trusts_bus_user(user_id) and "x-original-routing-key" in headers:
+            routing_key = str(headers["x-original-routing-key"])
+            exchange = str(headers.get("x-original-exchange", ""))
+            user_id = _text_or_none(headers.get("x-original-user-id"))
+            attempt = _positive_int(headers.get("x-attempt"), default=1)
+        return Delivery(body=body, routing_key=routing_key, exchange=exchange,
+                        message_id=_text_or_none(props.get("message_id")),
+                        content_type=_text_or_none(props.get("content_type")
+                                                   or message.content_type),
+                        headers=headers, attempt=attempt, user_id=user_id)
+
+    def _refuse_unreadable(self, message: Any, exc: Exception) -> None:
+        """A message whose properties cannot even be read: kept in the dead-letter queue."""
+        log.error("unreadable message on %s dead-lettered: %r", self.queue_name, exc)
+        raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        delivery = Delivery(body=raw, routing_key=str(message.delivery_info.get("routing_key", "")),
+                            exchange=str(message.delivery_info.get("exchange", "")),
+                            message_id=None, content_type=None, headers={}, attempt=1)
+        self.handle_result(message, delivery, None,
+                           exc_info=(Unprocessable, Unprocessable(f"unreadable: {exc!r}"), None))
 
     def handle_result(self, message: Any, delivery: Delivery, worker_ctx: Any,
                       result: Any = None, exc_info: Any = None) -> tuple[Any, Any]:
@@ -266,7 +293,8 @@ class ReliableConsumer(Entrypoint):
         headers.update({
             "x-original-exchange": delivery.exchange,
             "x-original-routing-key": delivery.routing_key,
-            "x-last-error": error[:2000],
+            "x-original-user-id": delivery.user_id or "",
+            "x-last-error": mask_text(error)[:2000],  # a database error may quote a phone
             "x-failed-queue": self.queue_name,
             "x-failed-service": service,
         })
@@ -281,7 +309,7 @@ class ReliableConsumer(Entrypoint):
         else:
             headers["x-attempts"] = delivery.attempt
             headers["x-dead-lettered-at"] = datetime.now(UTC).isoformat()
-            headers["x-error-traceback"] = "".join(traceback.format_exception(*exc_info))[-8000:]
+            headers["x-error-traceback"] = mask_text("".join(traceback.format_exception(*exc_info)))[-8000:]
             target = ("", dead_letter_queue(self.queue_name))
             MESSAGES_DEAD_LETTERED.labels(service, self.queue_name).inc()
             log.error("handler for %s failed %s times; message %s dead-lettered: %s",
@@ -294,3 +322,17 @@ class ReliableConsumer(Entrypoint):
 
 
 reliable_consume = ReliableConsumer.decorator
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _positive_int(value: Any, default: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number >= 1 else default

@@ -16,6 +16,8 @@ from typing import Any
 import amqp
 from kombu import Connection
 
+from appeals_common.identity import amqp_username
+
 log = logging.getLogger("appeals.publisher")
 
 
@@ -26,6 +28,8 @@ class PublishError(RuntimeError):
 class ConfirmingPublisher:
     def __init__(self, amqp_uri: str, confirm_timeout: float = 30.0) -> None:
         self.amqp_uri = amqp_uri
+        # Every message names its sender; the broker refuses any other than ours.
+        self.user_id = amqp_username(amqp_uri)
         self.confirm_timeout = confirm_timeout
         self._lock = threading.Lock()  # green under eventlet's monkey patching
         self._conn: Connection | None = None
@@ -98,7 +102,7 @@ class ConfirmingPublisher:
             msg = amqp.Message(
                 row["body"], content_type=row.get("content_type", "application/json"),
                 delivery_mode=2, message_id=row["message_id"], application_headers=headers,
-                timestamp=int(time.time()),
+                timestamp=int(time.time()), user_id=self.user_id,
             )
             channel.basic_publish(msg, exchange=row["exchange"], routing_key=row["routing_key"],
                                   mandatory=True)

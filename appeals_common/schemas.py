@@ -22,6 +22,7 @@ from marshmallow import (
 from stdnum.cn import uscc as uscc_number
 
 from appeals_common.clock import process_clock
+from appeals_common.input_guard import escape_hidden, hidden_character_error
 from appeals_common.reference import (
     ACTIVITY_KINDS,
     CHANNELS,
@@ -70,9 +71,44 @@ class AwareDateTime(fields.AwareDateTime):
         super().__init__(format="iso", **kwargs)
 
 
+def refuse_hidden_characters(value: Any) -> Any:
+    """A string field's first step: refuse control, bidirectional-formatting and other
+    hidden characters (appeals_common/input_guard.py says which, and why)."""
+    if isinstance(value, str):
+        error = hidden_character_error(value)
+        if error:
+            raise ValidationError(error)
+    return value
+
+
+def guard_text(field: fields.Field) -> None:
+    """Make `field` - and the fields inside a List, Tuple or Dict field (keys too) -
+    refuse hidden characters before anything else, if it takes text."""
+    if isinstance(field, fields.String) and refuse_hidden_characters not in field.pre_load:
+        field.pre_load.insert(0, refuse_hidden_characters)
+    inner: list[fields.Field | None] = []
+    if isinstance(field, fields.List):
+        inner.append(field.inner)
+    elif isinstance(field, fields.Tuple):
+        inner.extend(field.tuple_fields)
+    elif isinstance(field, fields.Mapping):
+        inner.extend((field.key_field, field.value_field))
+    for sub in inner:
+        if sub is not None:
+            guard_text(sub)
+
+
 class StrictSchema(Schema):
+    """Every input schema's base: unknown fields are refused, and so is text with hidden
+    characters, in every string field (nested schemas are StrictSchemas too), whoever
+    declares it."""
+
     class Meta:
         unknown = RAISE
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        super().on_bind_field(field_name, field_obj)
+        guard_text(field_obj)
 
 
 class UsccField(fields.String):
@@ -183,10 +219,7 @@ class ActivitySchema(StrictSchema):
     industry_chain = fields.String(load_default=None, validate=validate.Length(max=64))
 
 
-class SearchSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class SearchSchema(StrictSchema):
     q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
     uscc = fields.String(load_default=None, validate=validate.Length(max=32))
     state = fields.String(load_default=None, validate=validate.Length(max=24))
@@ -430,7 +463,9 @@ def errors_by_field(err: ValidationError) -> dict[str, list[str]]:
     def walk(prefix: str, value: object) -> None:
         if isinstance(value, dict):
             for key, sub in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), sub)
+                # A field name is the sender's (an unknown field, a Dict key): escaped.
+                key = escape_hidden(str(key))
+                walk(f"{prefix}.{key}" if prefix else key, sub)
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             flat.setdefault(prefix or "_schema", []).extend(value)
         elif isinstance(value, list):

@@ -37,5 +37,9 @@ class BaseService:
             with self.runtime.store.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:  # report, don't raise: this is what probes read
-            return json_response(503, {"status": "down", "database": repr(exc)})
+            # The detail (host, user, driver message) is for the log, not for whoever
+            # can reach the port.
+            log.warning("%s's health check: database unreachable: %r",
+                        self.runtime.service, exc)
+            return json_response(503, {"status": "down", "database": "unreachable"})
         return json_response(200, {"status": "ok", "service": self.runtime.service})

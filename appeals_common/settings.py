@@ -9,6 +9,7 @@ from pathlib import Path
 
 from appeals_common.activity_schedule import PROGRAMME_ISSUED
 from appeals_common.clock import OFFSET_ENV, Clock, make_clock, parse_offset
+from appeals_common.identity import amqp_username
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,11 @@ class Settings:
     clock_file: str | None = None
     # Real time shifted by this many seconds (a test knob: CI's year-end run).
     clock_offset_seconds: float = 0.0
+    # Bus users are provisioned with this prefix (several suites on one broker, tests).
+    bus_user_prefix: str = ""
+    # Broker users besides the service's own whose messages carry trusted retry headers
+    # (an operator's `appeals dead-letters replay` connecting as another suite user).
+    trusted_bus_users: tuple[str, ...] = ()
     # The programme's issue date: activity obligations (附件1) start from it.
     programme_start: date = PROGRAMME_ISSUED
     http_host: str = "0.0.0.0"
@@ -59,6 +65,15 @@ class Settings:
 
     def http_port(self, service: str) -> int:
         return self.http_ports[service]
+
+    @property
+    def amqp_user(self) -> str:
+        """The broker user this process connects as (the `user_id` it publishes with)."""
+        return amqp_username(self.amqp_uri)
+
+    def trusts_bus_user(self, user_id: str | None) -> bool:
+        """A message from this user came from the suite itself (retry, replay)."""
+        return bool(user_id) and (user_id == self.amqp_user or user_id in self.trusted_bus_users)
 
     def clock(self) -> Clock:
         return make_clock(self.clock_file, self.clock_offset_seconds)
@@ -92,6 +107,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         clock_file=env.get("APPEALS_CLOCK_FILE") or None,
         clock_offset_seconds=_offset(env),
         programme_start=_date(env, "APPEALS_PROGRAMME_START", defaults.programme_start),
+        bus_user_prefix=env.get("APPEALS_BUS_USER_PREFIX", defaults.bus_user_prefix),
+        trusted_bus_users=tuple(u.strip() for u in env.get("APPEALS_TRUSTED_BUS_USERS", "")
+                                .split(",") if u.strip()),
         http_host=env.get("APPEALS_HTTP_HOST", defaults.http_host),
         http_ports=ports,
         max_workers=_int(env, "APPEALS_MAX_WORKERS", defaults.max_workers),

@@ -23,8 +23,9 @@ it) or after `chain_timeout` seconds; the message is acked after the last one.
 Failures: endpoint unreachable, timeout, 408/429/5xx -> retried by urllib3 (`retries`
 times, with backoff), then the message goes back to the queue and is tried again after a
 growing delay, without limit: nothing is lost while the endpoint is down. Any other 4xx
-or an invalid answer -> retried `max_attempts` times, then logged at ERROR level with the
-whole message and dropped. Delivery is at least once: the endpoint must deduplicate by
+or an invalid answer -> retried `max_attempts` times, then logged at ERROR level (message
+id, kind, reg_no and the error, phones and the contact's name masked - never the body)
+and dropped. Delivery is at least once: the endpoint must deduplicate by
 `X-Appeals-Message-Id`; reply ids are derived from the message id and the action's
 position (uuid5), so the replies to a redelivered message repeat the same message ids and
 the suite ignores the repeats.
@@ -52,7 +53,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from department_client import contract
-from department_client.client import DEFER, DepartmentClient, Incoming, TemporaryError
+from department_client.client import DEFER, DepartmentClient, Incoming, TemporaryError, loggable
 
 log = logging.getLogger("department_client.adapter")
 
@@ -269,7 +270,8 @@ class Adapter:
             return
         if message.body.get("status") != "accepted":
             log.warning("%s reply %s refused: %s; publishing the next one all the same",
-                        message.body.get("action"), chain.waiting_for, message.body.get("errors"))
+                        message.body.get("action"), chain.waiting_for,
+                        loggable(message.body.get("errors"), chain.message))
         else:
             log.info("%s reply %s accepted; publishing the next one", message.body.get("action"),
                      chain.waiting_for)

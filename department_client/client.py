@@ -20,9 +20,11 @@ What happens to a message:
   `nack(requeue=True)`; tried again without limit, because nothing is wrong with the
   message;
 * the handler raised anything else -> returned to the queue after a short delay, up to
-  `max_attempts` times for one `message_id`; then given up: logged at ERROR level *with
-  its whole body* (and passed to `on_give_up`) and rejected (`nack(requeue=False)`; the
-  `dispatch.<code>` queues have no dead-letter queue, so the log is the record);
+  `max_attempts` times for one `message_id`; then given up: logged at ERROR level with its
+  message_id, kind, reg_no and the error - never its body, and phone numbers and the
+  contact's name masked in the error text - (and passed, whole, to `on_give_up`, which may
+  keep it where the department keeps personal data) and rejected (`nack(requeue=False)`;
+  the `dispatch.<code>` queues have no dead-letter queue);
 * a body that is not a JSON object is given up at once the same way (no retry fixes it).
 
 Replies are published to `appeals.replies` with routing key `dept.<code>.<action>`,
@@ -37,8 +39,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
+import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -137,9 +141,35 @@ def decode(raw: bytes) -> dict[str, Any]:
     return body
 
 
+# A phone number in a text bound for a log line: a mainland mobile (digits grouped any way,
+# full-width too, maybe after +86) or an area-coded landline.
+_FOLD = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+_PHONE = re.compile(r"(?<![0-9])(?:\(?(?:\+|00)?86\)?[ -]?)?"
+                    r"(1[3-9](?:[ -]{0,2}[0-9]){9}|\(?0[0-9]{2,3}\)?[ -]?[0-9]{3,4}[ -]?[0-9]{4})"
+                    r"(?![0-9])")
+
+
+def _mask_phone(match: re.Match) -> str:
+    digits = re.sub(r"[^0-9]", "", match.group(1))
+    return digits[:3] + "****" + digits[-4:]
+
+
+def loggable(text: Any, message: Incoming | None = None) -> str:
+    """`text` (an error, a reply_result's errors) fit for a log line: phone numbers masked,
+    and the enterprise contact's name, when `message` carries one (张三 -> 张*). Personal
+    data stays in the department's own systems, not in its logs."""
+    out = _PHONE.sub(_mask_phone, str(text).translate(_FOLD))
+    enterprise = message.body.get("enterprise") if message is not None else None
+    name = enterprise.get("contact_name") if isinstance(enterprise, dict) else None
+    if isinstance(name, str) and len(name.strip()) >= 2:
+        out = out.replace(name.strip(), name.strip()[0] + "*" * (len(name.strip()) - 1))
+    return out
+
+
 def _log_give_up(message: Incoming, error: BaseException | str) -> None:
-    log.error("giving up on message %s (%s): %s; body: %s", message.message_id, message.kind, error,
-              message.raw.decode("utf-8", errors="replace"))
+    # Never the body: it holds the enterprise's contact (name, phone) and its request.
+    log.error("giving up on message %s (%s) for %s: %s", message.message_id, message.kind,
+              message.reg_no, loggable(error, message))
 
 
 class DepartmentClient:
@@ -157,6 +187,9 @@ class DepartmentClient:
         if not amqp_uri:
             raise ValueError("no AMQP URI (e.g. amqp://user:password@broker:5672/)")
         self.amqp_uri = amqp_uri
+        # Replies carry the user we log in as; the broker refuses any other, and the suite
+        # refuses a reply for this department from anyone but `dept-<code>`.
+        self.user_id = pika.URLParameters(amqp_uri).credentials.username
         self.dept_code = contract.check_dept_code(dept_code)
         self.queue = contract.dispatch_queue(dept_code)
         self.prefetch = prefetch
@@ -230,7 +263,7 @@ class DepartmentClient:
         raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
         props = pika.BasicProperties(content_type=contract.CONTENT_TYPE, delivery_mode=2,
                                      message_id=message_id, timestamp=int(time.time()),
-                                     app_id=self.client_name)
+                                     app_id=self.client_name, user_id=self.user_id)
         for attempt in range(1, self.publish_attempts + 1):
             try:
                 self._publish_channel().basic_publish(contract.REPLIES_EXCHANGE, routing_key, raw, props,
@@ -433,21 +466,24 @@ class DepartmentClient:
             self._temporary_streak += 1
             delay = min(self.retry_delay * 2 ** (self._temporary_streak - 1), self.max_retry_delay)
             log.warning("message %s (%s) not handled now (%s); back to the queue in %.1fs",
-                        message.message_id, message.kind, exc, delay)
+                        message.message_id, message.kind, loggable(exc, message), delay)
             self._wait_then_requeue(channel, tag, delay)
             return
         except Exception as exc:
             attempts = self._failures[message.message_id] = self._failures.get(message.message_id, 0) + 1
             if attempts >= self.max_attempts:
-                log.exception("handler failed on %s (%s) %d times", message.message_id, message.kind,
-                              attempts)
+                # The traceback, with the error's text masked like any other log text.
+                log.error("handler failed on %s (%s) %d times:\n%s", message.message_id,
+                          message.kind, attempts,
+                          loggable("".join(traceback.format_exception(exc)), message))
                 self._failures.pop(message.message_id, None)
                 self.on_give_up(message, exc)
                 channel.basic_nack(tag, requeue=False)
                 return
             delay = min(self.retry_delay * 2 ** (attempts - 1), self.max_retry_delay)
-            log.warning("handler failed on %s (%s), attempt %d/%d: %r; back to the queue in %.1fs",
-                        message.message_id, message.kind, attempts, self.max_attempts, exc, delay)
+            log.warning("handler failed on %s (%s), attempt %d/%d: %s; back to the queue in %.1fs",
+                        message.message_id, message.kind, attempts, self.max_attempts,
+                        loggable(repr(exc), message), delay)
             self._wait_then_requeue(channel, tag, delay)
             return
         self._temporary_streak = 0

@@ -19,6 +19,8 @@ from appeals_common.deadlines import DeadlinePolicy
 from appeals_common.department_messages import send_to_department
 from appeals_common.envelope import Event
 from appeals_common.http import Page
+from appeals_common.identity import dept_user, inbox_key, sender_mismatch
+from appeals_common.input_guard import JsonRefused, hidden_character_error, parse_json
 from appeals_common.lifecycle import (
     IllegalTransition,
     next_appeal_state,
@@ -26,7 +28,7 @@ from appeals_common.lifecycle import (
 )
 from appeals_common.metrics import count_provisional
 from appeals_common.nameko_ext import Delivery, ServiceRuntime, Unprocessable
-from appeals_common.schemas import REPLY_SCHEMAS, errors_by_field
+from appeals_common.schemas import MAX_BODY_BYTES, REPLY_SCHEMAS, errors_by_field
 from services.dispatch.models import Assignment, DispatchAppeal, Extension, KeyOrder
 from services.dispatch.routing import Router, RoutingDecision
 
@@ -246,12 +248,17 @@ def on_reply(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
     if dept_code not in ctx.departments:
         # Nobody to answer: keep it for an operator instead of acking it away.
         raise Unprocessable(f"reply from unknown department {dept_code!r}")
-    key = delivery.message_id or "sha256:" + hashlib.sha256(delivery.body).hexdigest()
+    key = inbox_key(delivery.user_id,
+                    delivery.message_id or "sha256:" + hashlib.sha256(delivery.body).hexdigest())
+    mismatch = sender_mismatch(delivery.user_id, dept_user(
+        dept_code, runtime.settings.bus_user_prefix), delivery.routing_key)
     with runtime.unit_of_work() as uow:
         if not uow.first_time(REPLIES_CONSUMER, key):
             return "redelivered"
         body: dict[str, Any] = {}
         try:
+            if mismatch:  # the sender is the broker's word, not the publisher's
+                raise ReplyRefused({"user_id": [mismatch]})
             body = _parse_reply(delivery, action, uow.now)
             # A savepoint: a reply refused half way changes nothing.
             with uow.session.begin_nested():
@@ -277,14 +284,17 @@ def on_reply(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
 
 def _echo_fields(raw: bytes) -> dict[str, str]:
     """reg_no and assignment_id from a reply that failed validation, so the department
-    can tell which of its replies was refused."""
+    can tell which of its replies was refused (not when they carry hidden characters)."""
+    if len(raw) > MAX_BODY_BYTES:
+        return {}
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        doc = parse_json(raw)
+    except JsonRefused:
         return {}
     if not isinstance(doc, dict):
         return {}
-    return {k: doc[k][:64] for k in ("reg_no", "assignment_id") if isinstance(doc.get(k), str)}
+    return {k: doc[k][:64] for k in ("reg_no", "assignment_id")
+            if isinstance(doc.get(k), str) and hidden_character_error(doc[k][:64]) is None}
 
 
 def _parse_reply(delivery: Delivery, action: str, now: datetime) -> dict[str, Any]:
@@ -292,10 +302,12 @@ def _parse_reply(delivery: Delivery, action: str, now: datetime) -> dict[str, An
     if schema_cls is None:
         raise ReplyRefused({"action": [f"unknown action {action!r}; one of "
                                        f"{', '.join(REPLY_SCHEMAS)}"]})
+    if len(delivery.body) > MAX_BODY_BYTES:
+        raise ReplyRefused({"_body": [f"message body larger than {MAX_BODY_BYTES} bytes"]})
     try:
-        raw = json.loads(delivery.body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReplyRefused({"_body": [f"body is not UTF-8 JSON: {exc}"]}) from None
+        raw = parse_json(delivery.body)  # UTF-8, nested at most MAX_JSON_DEPTH deep
+    except JsonRefused as exc:
+        raise ReplyRefused({"_body": [f"body {exc}"]}) from None
     if not isinstance(raw, dict):
         raise ReplyRefused({"_body": ["body must be a JSON object"]})
     try:

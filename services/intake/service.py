@@ -13,6 +13,7 @@ from nameko.web.handlers import http
 from appeals_common.auth import Principal
 from appeals_common.http import NotFound, api, read_json
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
+from appeals_common.privacy import mask_personal
 from appeals_common.registries import (
     load_categories,
     load_departments,
@@ -79,13 +80,15 @@ class IntakeService(BaseService):
     @http("GET", "/appeals")
     @api(*STAFF_ROLES, "viewer")
     def http_search(self, request: Any, principal: Principal) -> dict:
-        return usecases.search(self.runtime, request.args.to_dict())
+        return usecases.search(self.runtime, request.args.to_dict(),
+                               mask=principal.role == "viewer")
 
     @http("GET", "/appeals/<string:reg_no>")
     @api(*READ_ROLES)
     def http_get(self, request: Any, principal: Principal, reg_no: str) -> dict:
-        appeal = usecases.get_appeal(self.runtime, reg_no, mask=principal.role == "viewer")
-        if appeal is None or not _may_see(principal, appeal):
+        # A department's share only, and an appeal not dispatched to it is unknown to it.
+        appeal = usecases.get_appeal(self.runtime, reg_no, principal)
+        if appeal is None:
             raise NotFound(f"no appeal {reg_no}")
         return appeal
 
@@ -109,7 +112,8 @@ class IntakeService(BaseService):
     @http("GET", "/activities")
     @api(*READ_ROLES)
     def http_activities(self, request: Any, principal: Principal) -> list[dict]:
-        return usecases.list_activities(self.runtime)
+        activities = usecases.list_activities(self.runtime)
+        return activities if principal.is_bureau else mask_personal(activities)
 
     # RPC: the same operations for other bureau systems; `actor` says who acted.
 
@@ -141,9 +145,3 @@ class IntakeService(BaseService):
     def register_activity(self, payload: dict, actor: str) -> dict:
         return usecases.register_activity(self.runtime, self.reference, payload, actor)
 
-
-def _may_see(principal: Principal, appeal: dict) -> bool:
-    if principal.role != "department":
-        return True
-    units = appeal.get("units") or {}
-    return principal.dept_code in [units.get("lead"), *units.get("co", [])]

@@ -17,12 +17,15 @@ from marshmallow import ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from appeals_common.auth import Principal
 from appeals_common.db import UnitOfWork
 from appeals_common.envelope import Event
 from appeals_common.http import Conflict, FieldErrors, NotFound
+from appeals_common.identity import inbox_key, sender_mismatch, source_user
+from appeals_common.input_guard import JsonRefused, parse_json
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
-from appeals_common.privacy import mask_phone
+from appeals_common.privacy import mask_personal
 from appeals_common.schemas import (
     MAX_BODY_BYTES,
     ActivitySchema,
@@ -229,8 +232,13 @@ def handle_inbound(runtime: ServiceRuntime, ctx: IntakeContext, delivery: Delive
     """
     rk_source = source_from_routing_key(delivery.routing_key)
     data, errors, external_id = _validate_inbound(runtime, ctx, delivery, rk_source)
-    idempotency_key = delivery.message_id or "sha256:" + hashlib.sha256(
-        delivery.routing_key.encode() + b"\0" + delivery.body).hexdigest()
+    if rk_source is not None:  # the sender is the broker's word, not the publisher's
+        mismatch = sender_mismatch(delivery.user_id, source_user(
+            rk_source, runtime.settings.bus_user_prefix), delivery.routing_key)
+        if mismatch:
+            errors.setdefault("user_id", []).append(mismatch)
+    idempotency_key = inbox_key(delivery.user_id, delivery.message_id or "sha256:" + hashlib.sha256(
+        delivery.routing_key.encode() + b"\0" + delivery.body).hexdigest())
     try:
         with runtime.unit_of_work() as uow:
             if not uow.first_time(INBOUND_CONSUMER, idempotency_key):
@@ -278,12 +286,9 @@ def _validate_inbound(runtime: ServiceRuntime, ctx: IntakeContext, delivery: Del
         errors.setdefault("_body", []).append(
             f"content_type must be application/json, got {delivery.content_type!r}")
     try:
-        raw = json.loads(delivery.body.decode("utf-8"))
-    except UnicodeDecodeError:
-        errors.setdefault("_body", []).append("body is not UTF-8")
-        return {}, errors, None
-    except json.JSONDecodeError as exc:
-        errors.setdefault("_body", []).append(f"body is not JSON: {exc}")
+        raw = parse_json(delivery.body)  # UTF-8, nested at most MAX_JSON_DEPTH deep
+    except JsonRefused as exc:
+        errors.setdefault("_body", []).append(f"body {exc}")
         return {}, errors, None
     if not isinstance(raw, dict):
         errors.setdefault("_body", []).append("body must be a JSON object")
@@ -411,10 +416,18 @@ def appeal_summary(appeal: Appeal) -> dict[str, Any]:
             "registered_at": appeal.registered_at.isoformat()}
 
 
-def get_appeal(runtime: ServiceRuntime, reg_no: str, mask: bool = False) -> dict[str, Any] | None:
+def get_appeal(runtime: ServiceRuntime, reg_no: str, principal: Principal | None = None
+               ) -> dict[str, Any] | None:
+    """The appeal and its timeline as `principal` may see it (None: the whole, for the
+    bureau's RPC). The bureau sees everything; a viewer everything with the contact's
+    phone and name masked, in free text too; a department only its share (see
+    `department_view`), and None (as if unknown) when the appeal is not dispatched to it."""
     with runtime.store.read() as session:
         appeal = session.scalars(select(Appeal).where(Appeal.reg_no == reg_no)).first()
         if appeal is None:
+            return None
+        if principal is not None and principal.role == "department" \
+                and principal.dept_code not in _units_of(appeal):
             return None
         entries = session.scalars(
             select(TimelineEntry).where(TimelineEntry.appeal_id == appeal.id)
@@ -426,16 +439,75 @@ def get_appeal(runtime: ServiceRuntime, reg_no: str, mask: bool = False) -> dict
             "withdrawn_reason": appeal.withdrawn_reason,
             "duplicate_score": appeal.duplicate_score,
             "timeline": [{"at": e.occurred_at.isoformat(), "event": e.event_type,
-                          "by": e.actor or e.producer, "detail": json.loads(e.detail)}
+                          "by": e.actor or e.producer, "producer": e.producer,
+                          "detail": json.loads(e.detail)}
                          for e in entries],
         }
-        if mask:
-            view["enterprise"]["contact_phone"] = mask_phone(appeal.contact_phone)
-        return view
+    if principal is not None and principal.role == "department":
+        return department_view(view, principal.dept_code)
+    for entry in view["timeline"]:
+        del entry["producer"]
+    if principal is not None and principal.role == "viewer":
+        return mask_personal(view)
+    return view
 
 
-def search(runtime: ServiceRuntime, params: Any) -> dict[str, Any]:
-    """Find appeals by enterprise (name or USCC), state, channel and registration time."""
+def _units_of(appeal: Appeal) -> list[str]:
+    """The lead and co-units of the appeal's current dispatch (from appeal.dispatched)."""
+    units = json.loads(appeal.units or "[]")
+    if not isinstance(units, dict):
+        return []
+    return [u for u in [units.get("lead"), *(units.get("co") or [])] if u]
+
+
+# What a department sees of an appeal dispatched to it: what its assignment message told
+# it (the enterprise with its contact, the request, the units), not how the bureau
+# registered, classified or matched it.
+DEPARTMENT_FIELDS = (
+    "appeal_id", "reg_no", "state", "channel", "title", "content", "enterprise",
+    "enterprise_name", "uscc", "category", "industry_chain", "urgency", "activity_id",
+    "attachments", "submitted_at", "registered_at", "units")
+
+
+def department_view(view: dict[str, Any], dept_code: str) -> dict[str, Any]:
+    """A department's share of an appeal: its public fields and the timeline entries
+    addressed to it - about its own assignments, their deadlines, extensions, returns,
+    notices and key orders. Other units' assignment ids, replies, return reasons, the
+    follow-up and who at the bureau did what are left out: nothing in it lets the unit act
+    as another. `by` is the unit itself or the service that recorded the entry."""
+    own_ids: set[str] = set()
+    for entry in view["timeline"]:
+        if entry["event"] == "appeal.dispatched":
+            own_ids |= {a.get("assignment_id") for a in entry["detail"].get("assignments") or ()
+                        if a.get("dept_code") == dept_code}
+        elif entry["detail"].get("dept_code") == dept_code and entry["detail"].get("assignment_id"):
+            own_ids.add(entry["detail"]["assignment_id"])
+    own_ids.discard(None)
+    me = f"dept:{dept_code}"
+    timeline = []
+    for entry in view["timeline"]:
+        detail = entry["detail"]
+        if entry["event"] == "appeal.dispatched":
+            mine = [a for a in detail.get("assignments") or () if a.get("dept_code") == dept_code]
+            if not mine:
+                continue
+            detail = {"reg_no": detail.get("reg_no"), "units": detail.get("units"),
+                      "assignments": mine,
+                      "deadlines_provisional": detail.get("deadlines_provisional")}
+        elif detail.get("dept_code") == dept_code or (
+                detail.get("assignment_id") in own_ids and detail.get("dept_code") in (None, dept_code)):
+            detail = {k: v for k, v in detail.items() if k != "actor"}
+        else:
+            continue
+        timeline.append({"at": entry["at"], "event": entry["event"],
+                         "by": me if entry["by"] == me else entry["producer"],
+                         "detail": detail})
+    return {**{k: view[k] for k in DEPARTMENT_FIELDS}, "timeline": timeline}
+
+
+def search(runtime: ServiceRuntime, params: Any, mask: bool = False) -> dict[str, Any]:
+    """Find appeals by enterprise (name or USCC), state, channel and registration time.
+    With `mask` (a viewer) phones and names in the summaries are masked."""
     p = SearchSchema().load(params)
     query = select(Appeal)
     if p["q"]:
@@ -455,8 +527,9 @@ def search(runtime: ServiceRuntime, params: Any) -> dict[str, Any]:
         total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         rows = session.scalars(query.order_by(Appeal.registered_at.desc(), Appeal.reg_no.desc())
                                .offset((p["page"] - 1) * p["page_size"]).limit(p["page_size"]))
-        return {"items": [appeal_summary(a) for a in rows], "page": p["page"],
-                "page_size": p["page_size"], "total": total}
+        items = [mask_personal(appeal_summary(a), [a.contact_name]) if mask
+                 else appeal_summary(a) for a in rows]
+        return {"items": items, "page": p["page"], "page_size": p["page_size"], "total": total}
 
 
 # --- activities ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from appeals_common import reference
-from appeals_common.privacy import mask_phone, mask_phones_in_text
+from appeals_common.privacy import mask_name, mask_phone, mask_phones_in_text
 
 __all__ = [
     "Labels", "Rate", "Sheet", "annual_review_sheets", "patrol_report_sheets",
@@ -456,7 +456,7 @@ def patrol_report_sheets(report: Mapping[str, Any], labels: Labels | None = None
                  f"牵头单位：{lead}　产业链：{chain}　巡诊日期：{held_text}"],
         headers=["序号", "企业名称", "联系人", "联系电话", "服务事项", "责任单位", "办理情况", "挂号号",
                  "备注"],
-        rows=[[i, item.get("enterprise_name"), item.get("contact_name"),
+        rows=[[i, item.get("enterprise_name"), mask_name(item.get("contact_name")),
                mask_phone(item.get("contact_phone")), item.get("item"),
                names.dept(item.get("responsible_unit")),
                _label(_SERVICE_ITEM_STATUSES, item.get("status")), item.get("reg_no"),

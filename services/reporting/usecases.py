@@ -26,7 +26,7 @@ from appeals_common.calendar import WorkingCalendar
 from appeals_common.envelope import Event
 from appeals_common.http import FieldErrors, NotFound
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
-from appeals_common.privacy import mask_phone
+from appeals_common.privacy import mask_personal, mask_phone
 from appeals_common.reference import (
     ACTIVITY_KINDS,
     CHANNELS,
@@ -469,8 +469,10 @@ def patrol_report(runtime: ServiceRuntime, ctx: ReportingContext, activity_id: s
         appeals = [dict(r._mapping) for r in conn.execute(
             select(APPEAL_FACTS).where(f.activity_id == activity_id)
             .order_by(f.registered_at, f.reg_no))]
-    items = [{**item, "contact_phone": mask_phone(item.get("contact_phone"))}
-             for item in json.loads(activity["service_items"] or "[]")]
+    # 附件3 rows as every reader (viewers too) may see them: contact phones and names
+    # masked, also where a row's text repeats a contact's name.
+    items = mask_personal([{**item, "contact_phone": mask_phone(item.get("contact_phone"))}
+                           for item in json.loads(activity["service_items"] or "[]")])
     return {
         "activity_id": activity_id, "kind": activity["kind"],
         "kind_label": ACTIVITY_KINDS.get(activity["kind"] or ""),

@@ -17,6 +17,7 @@ from appeals_common.calendar import WorkingCalendar
 from appeals_common.http import FieldErrors, NotFound, api, page_args, read_json
 from appeals_common.metrics import load_calendar, set_provisional_gauges
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
+from appeals_common.privacy import mask_personal
 from appeals_common.registries import load_departments, load_industry_chains
 from appeals_common.service_base import BaseService
 from appeals_common.settings import SettingsError, load_settings
@@ -102,7 +103,7 @@ class SupervisionService(BaseService):
         clock = usecases.get_clock(self.runtime, reg_no)
         if clock is None:
             raise NotFound(f"no appeal {reg_no}")
-        return clock
+        return _shown(principal, clock)
 
     @timer(interval=SCAN_SECONDS)
     def scan_deadlines(self) -> int:
@@ -111,7 +112,7 @@ class SupervisionService(BaseService):
     @http("GET", "/appeals/<string:reg_no>/deadlines")
     @api("bureau_admin", "bureau_staff", "viewer")
     def http_deadlines(self, request: Any, principal: Principal, reg_no: str) -> list[dict]:
-        return clocks.list_clocks(self.runtime, reg_no)
+        return _shown(principal, clocks.list_clocks(self.runtime, reg_no))
 
     @rpc
     def record_followup(self, reg_no: str, followup: dict, actor: str) -> dict:
@@ -129,7 +130,7 @@ class SupervisionService(BaseService):
     @http("GET", "/class-problems")
     @api(*STAFF_ROLES, "viewer")
     def http_class_problems(self, request: Any, principal: Principal) -> list[dict]:
-        return classes.list_problems(self.runtime, request.args.get("state"))
+        return _shown(principal, classes.list_problems(self.runtime, request.args.get("state")))
 
     @http("POST", "/class-problems/<string:class_id>/confirmation")
     @api(*STAFF_ROLES)
@@ -172,8 +173,8 @@ class SupervisionService(BaseService):
     @api(*STAFF_ROLES, "viewer", "department")
     def http_key_orders(self, request: Any, principal: Principal) -> list[dict]:
         dept = principal.dept_code if principal.role == "department" else request.args.get("dept")
-        return usecases.list_key_orders(self.runtime, request.args.get("state"), dept,
-                                        page_args(request))
+        return _shown(principal, usecases.list_key_orders(self.runtime, request.args.get("state"),
+                                                          dept, page_args(request)))
 
     # --- 我陪群众走流程 -----------------------------------------------------------------
 
@@ -186,19 +187,20 @@ class SupervisionService(BaseService):
     @http("GET", "/walkthroughs")
     @api(*STAFF_ROLES, "viewer")
     def http_walkthroughs(self, request: Any, principal: Principal) -> list[dict]:
-        return walkthroughs.list_walkthroughs(self.runtime, page_args(request))
+        return _shown(principal, walkthroughs.list_walkthroughs(self.runtime, page_args(request)))
 
     @http("GET", "/walkthroughs/<string:walkthrough_id>")
     @api(*STAFF_ROLES, "viewer")
     def http_walkthrough(self, request: Any, principal: Principal, walkthrough_id: str) -> dict:
-        return walkthroughs.get(self.runtime, walkthrough_id)
+        return _shown(principal, walkthroughs.get(self.runtime, walkthrough_id))
 
     @http("GET", "/list-items")
     @api(*STAFF_ROLES, "viewer", "department")
     def http_list_items(self, request: Any, principal: Principal) -> list[dict]:
         owner = principal.dept_code if principal.role == "department" else request.args.get("owner")
-        return walkthroughs.list_items(self.runtime, request.args.get("list"),
-                                       request.args.get("state"), owner, page_args(request))
+        return _shown(principal, walkthroughs.list_items(
+            self.runtime, request.args.get("list"), request.args.get("state"), owner,
+            page_args(request)))
 
     @http("POST", "/list-items/<string:item_id>/closure")
     @api(*STAFF_ROLES)
@@ -226,9 +228,17 @@ class SupervisionService(BaseService):
     @api(*STAFF_ROLES, "viewer")
     def http_obligations(self, request: Any, principal: Principal) -> dict:
         year = _year_arg(request, self.calendar.local_date(self.runtime.now()).year)
-        return {**activities.year_compliance(self.runtime, self.calendar,
-                                             self.class_settings.chains, year),
-                "activities": activities.list_activities(self.runtime, year)}
+        return _shown(principal, {
+            **activities.year_compliance(self.runtime, self.calendar, self.class_settings.chains,
+                                         year),
+            "activities": activities.list_activities(self.runtime, year)})
+
+
+def _shown(principal: Principal, view: Any) -> Any:
+    """A view as `principal` may read it: a viewer gets contact phones and names masked,
+    in free text too (a patrol report's 附件3 rows, summaries, findings, feedback). The
+    bureau sees all; a department is only ever given its own items and orders here."""
+    return mask_personal(view) if principal.role == "viewer" else view
 
 
 def _year_arg(request: Any, default: int) -> int:

@@ -38,22 +38,77 @@ def appeal_body(source: str = "hotline_12345", **overrides: Any) -> dict[str, An
     return body
 
 
+_RIGHTFUL = object()  # publish as the user the routing key belongs to
+
+
 class Bus:
-    def __init__(self, amqp_uri: str) -> None:
-        self.conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
-        self.ch = self.conn.channel()
-        self.ch.confirm_delivery()
+    """Source systems and departments as they integrate: each connects as its own broker
+    user and sets the AMQP `user_id` property to it (the broker checks it). Queues are
+    read as their owner: `receipts.<source>` by `src-<source>`, `dispatch.<code>` by
+    `dept-<code>`; anything else (and a user this run has no password for) as the test
+    vhost's administrator."""
+
+    def __init__(self, amqp_uri: str, passwords: dict[str, str] | None = None,
+                 prefix: str = "") -> None:
+        self.params = pika.URLParameters(amqp_uri)
+        self.passwords = passwords or {}
+        self.prefix = prefix
+        self._channels: dict[str | None, tuple[pika.BlockingConnection, Any]] = {}
 
     def close(self) -> None:
-        self.conn.close()
+        for conn, _ in self._channels.values():
+            if conn.is_open:
+                conn.close()
+        self._channels.clear()
+
+    def owner(self, routing_key_or_queue: str) -> str | None:
+        """The broker user a routing key or queue belongs to, if this run has it."""
+        parts = routing_key_or_queue.split(".")
+        if parts[:2] == ["appeal", "submit"] and len(parts) == 3:
+            user = f"{self.prefix}src-{parts[2]}"
+        elif parts[0] == "receipts" and len(parts) == 2:
+            user = f"{self.prefix}src-{parts[1]}"
+        elif parts[0] in ("dept", "dispatch") and len(parts) in (2, 3):
+            user = f"{self.prefix}dept-{parts[1]}"
+        else:
+            return None
+        return user if user in self.passwords else None
+
+    def channel(self, user: str | None) -> Any:
+        """A confirming channel connected as ``user`` (None: the administrator)."""
+        held = self._channels.get(user)
+        if held is not None and held[0].is_open and held[1].is_open:
+            return held[1]
+        params = self.params
+        if user is not None:
+            params = pika.ConnectionParameters(
+                host=self.params.host, port=self.params.port,
+                virtual_host=self.params.virtual_host,
+                credentials=pika.PlainCredentials(user, self.passwords[user]))
+        conn = pika.BlockingConnection(params)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        self._channels[user] = (conn, ch)
+        return ch
 
     def publish(self, exchange: str, routing_key: str, body: bytes | dict,
-                content_type: str = "application/json", message_id: str | None = None) -> str:
+                content_type: str = "application/json", message_id: str | None = None,
+                as_user: Any = _RIGHTFUL, user_id: Any = _RIGHTFUL,
+                headers: dict[str, Any] | None = None) -> str:
+        """Publish as the routing key's rightful user (or ``as_user``), with ``user_id``
+        set to the connection's user unless given (None: no user_id at all)."""
+        user = self.owner(routing_key) if as_user is _RIGHTFUL else as_user
+        login = user if user is not None else self.params.credentials.username
         message_id = message_id or str(uuid.uuid4())
         raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
-        self.ch.basic_publish(exchange, routing_key, raw, pika.BasicProperties(
-            content_type=content_type, delivery_mode=2, message_id=message_id))
+        self.channel(user).basic_publish(exchange, routing_key, raw, pika.BasicProperties(
+            content_type=content_type, delivery_mode=2, message_id=message_id,
+            user_id=login if user_id is _RIGHTFUL else user_id, headers=headers))
         return message_id
+
+    def get(self, queue: str) -> tuple[Any, Any, bytes]:
+        """One message from ``queue`` (read as its owner), acked; (None, None, None) if none."""
+        return self.channel(self.owner(queue)).basic_get(queue, auto_ack=True)
 
     def submit(self, body: dict | bytes, source: str = "hotline_12345", **kw: Any) -> str:
         return self.publish("appeals.inbound", f"appeal.submit.{source}", body, **kw)
@@ -65,8 +120,9 @@ class Bus:
                  ) -> tuple[dict, Any]:
         """Consume from `queue` until a message matches; others are acked and passed over."""
         deadline = time.monotonic() + timeout
+        ch = self.channel(self.owner(queue))
         while time.monotonic() < deadline:
-            method, props, raw = self.ch.basic_get(queue, auto_ack=True)
+            method, props, raw = ch.basic_get(queue, auto_ack=True)
             if method is None:
                 time.sleep(0.05)
                 continue

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from appeals_common.launcher import SuiteProcesses
+from appeals_common.provisioning import delete_users, vhost_from_uri
 from appeals_common.settings import SERVICES
+from tests.conftest import RABBIT_MGMT, RUN_ID
 from tests.e2e import suite_time
 from tests.e2e.bus import poll
 
 pytestmark = pytest.mark.e2e
 
 JWT_SECRET = "e2e-secret-0123456789-0123456789-abcdef"
+# Broker users are global: this run's carry its id (the suite is told the prefix).
+USER_PREFIX = f"e{RUN_ID}-"
 
 
 def _free_port() -> int:
@@ -29,7 +37,35 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def suite_env(amqp_uri, databases, tmp_path_factory) -> dict[str, str]:
+def bus_users(amqp_uri, tmp_path_factory) -> Iterator[dict[str, str]]:
+    """Every source system's and department's broker user (`src-<name>`, `dept-<code>`,
+    prefixed with this run's id) with its password, provisioned into the test vhost by
+    `appeals provision apply` as an operator would; deleted at the end of the run."""
+    creds = tmp_path_factory.mktemp("provision") / "credentials.json"
+    subprocess.run([sys.executable, "-m", "appeals_common.cli", "provision", "apply",
+                    "--vhost", vhost_from_uri(amqp_uri), "--user-prefix", USER_PREFIX,
+                    "--credentials-file", str(creds), "--management-url", RABBIT_MGMT],
+                   env={**os.environ, "APPEALS_AMQP_URI": amqp_uri}, check=True,
+                   capture_output=True)
+    passwords = json.loads(creds.read_text())
+    yield passwords
+    delete_users(list(passwords), management_url=RABBIT_MGMT)
+
+
+@pytest.fixture(scope="session")
+def user_uri(amqp_uri, bus_users) -> Callable[[str], str]:
+    """The AMQP URI a source system or department connects with: `user_uri("dept-zjj")`."""
+    def make(name: str) -> str:
+        user = USER_PREFIX + name
+        parts = urllib.parse.urlsplit(amqp_uri)
+        netloc = f"{urllib.parse.quote(user, safe='')}:" \
+                 f"{urllib.parse.quote(bus_users[user], safe='')}@{parts.hostname}:{parts.port or 5672}"
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return make
+
+
+@pytest.fixture(scope="session")
+def suite_env(amqp_uri, databases, tmp_path_factory, bus_users) -> dict[str, str]:
     base = databases.url("e2e")  # t<run>_e2e → t<run>_e2e_<service>
     for service in SERVICES:
         databases.created.append(base.rsplit("/", 1)[1] + f"_{service}")
@@ -44,12 +80,14 @@ def suite_env(amqp_uri, databases, tmp_path_factory) -> dict[str, str]:
         # service's clock (deadline scans run every second).
         "APPEALS_CLOCK_FILE": str(tmp_path_factory.mktemp("clock") / "now"),
         "APPEALS_SCAN_SECONDS": "1",
+        # Sources and departments publish as `<prefix>src-<name>` / `<prefix>dept-<code>`.
+        "APPEALS_BUS_USER_PREFIX": USER_PREFIX,
     }
     for service in SERVICES:
         env[f"APPEALS_{service.upper()}_HTTP_PORT"] = str(_free_port())
     suite_time.use_clock_file(env["APPEALS_CLOCK_FILE"])
     subprocess.run([sys.executable, "-m", "appeals_common.cli", "topology", "apply"],
-                   env={**__import__("os").environ, **env}, check=True, capture_output=True)
+                   env={**os.environ, **env}, check=True, capture_output=True)
     return env
 
 
@@ -113,11 +151,20 @@ def token(suite_env):
     return make
 
 
-@pytest.fixture
-def bus(amqp_uri, suite):
-    """An external system and the departments, in plain pika (tests/e2e/bus.py)."""
+@pytest.fixture(scope="session")
+def make_bus(amqp_uri, bus_users) -> Callable[[], Any]:
+    """A new Bus (for a thread of its own, or a test managing its lifetime)."""
     from tests.e2e.bus import Bus
 
-    b = Bus(amqp_uri)
+    return lambda: Bus(amqp_uri, bus_users, USER_PREFIX)
+
+
+@pytest.fixture
+def bus(amqp_uri, suite, bus_users):
+    """The source systems and the departments, in plain pika (tests/e2e/bus.py), each
+    connected as its own broker user."""
+    from tests.e2e.bus import Bus
+
+    b = Bus(amqp_uri, bus_users, USER_PREFIX)
     yield b
     b.close()

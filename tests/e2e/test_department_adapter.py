@@ -94,12 +94,12 @@ class RecordingEndpoint(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def run_adapter(amqp_uri):
+def run_adapter(user_uri):
     """Start an adapter for zjj on a thread, handling only one appeal's messages; stopped after the test."""
     running: list[tuple[Adapter, threading.Thread, DepartmentClient]] = []
 
     def start(reg_no: str, forwarder: EndpointForwarder, **client_kw: Any) -> Adapter:
-        client = DepartmentClient(amqp_uri, "zjj", prefetch=1000, **client_kw)
+        client = DepartmentClient(user_uri("dept-zjj"), "zjj", prefetch=1000, **client_kw)
         adapter = Adapter(client, forwarder, operator="e2e-adapter", chain_timeout=15)
         thread = threading.Thread(target=adapter.run, kwargs={"select": lambda m: m.reg_no == reg_no},
                                   name=f"adapter-{reg_no}", daemon=True)
@@ -219,10 +219,11 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60)
 
 
-def test_cli_lists_without_consuming_and_signs(bus, amqp_uri, finish):
+def test_cli_lists_without_consuming_and_signs(bus, amqp_uri, user_uri, finish):
     reg_no = submit(bus)
     finish(reg_no, responded=True)
-    env = {"APPEALS_DEPT_AMQP_URI": amqp_uri, "APPEALS_DEPT_CODE": "zjj"}
+    zjj_uri = user_uri("dept-zjj")  # the department's own broker user
+    env = {"APPEALS_DEPT_AMQP_URI": zjj_uri, "APPEALS_DEPT_CODE": "zjj"}
 
     def listed() -> list[dict]:
         done = _cli("list", "--limit", "1000", env=env)
@@ -236,7 +237,7 @@ def test_cli_lists_without_consuming_and_signs(bus, amqp_uri, finish):
                       lambda b: b.get("kind") == "assignment" and b.get("reg_no") == reg_no)
     assert assignment["message_id"] == shown["message_id"]
 
-    done = _cli("--amqp-uri", amqp_uri, "--dept", "zjj", "sign", assignment["assignment_id"], reg_no,
+    done = _cli("--amqp-uri", zjj_uri, "--dept", "zjj", "sign", assignment["assignment_id"], reg_no,
                 "--operator", "李四")
     assert done.returncode == 0, done.stderr
     published = json.loads(done.stdout)
@@ -249,7 +250,7 @@ def test_cli_lists_without_consuming_and_signs(bus, amqp_uri, finish):
     assert (result["reg_no"], result["assignment_id"]) == (reg_no, assignment["assignment_id"])
 
     # The same reply again (same message_id) is processed once: no second reply_result.
-    again = _cli("--amqp-uri", amqp_uri, "--dept", "zjj", "sign", assignment["assignment_id"], reg_no,
+    again = _cli("--amqp-uri", zjj_uri, "--dept", "zjj", "sign", assignment["assignment_id"], reg_no,
                  "--message-id", published["message_id"])
     assert again.returncode == 0, again.stderr
     now = suite_time.iso()  # the suite's "now": never after the suite's own clock
@@ -263,7 +264,8 @@ def test_cli_lists_without_consuming_and_signs(bus, amqp_uri, finish):
         respond_id, "respond", "accepted")
 
 
-def test_adapter_process_with_the_example_endpoint(bus, amqp_uri, urls, token, tmp_path, finish):
+def test_adapter_process_with_the_example_endpoint(bus, amqp_uri, user_uri, urls, token, tmp_path,
+                                                   finish):
     """`python -m department_client.adapter` as a department runs it, configured by environment
     only, for swtcj (lead of investment_matrix appeals; no other test reads dispatch.swtcj)."""
     message_id = bus.submit(appeal_body(source="investment_matrix", channel="investment_matrix",
@@ -275,7 +277,7 @@ def test_adapter_process_with_the_example_endpoint(bus, amqp_uri, urls, token, t
     finish(reg_no, responded=True)
 
     log_file = tmp_path / "adapter.log"
-    env = {**os.environ, "APPEALS_DEPT_AMQP_URI": amqp_uri, "APPEALS_DEPT_CODE": "swtcj",
+    env = {**os.environ, "APPEALS_DEPT_AMQP_URI": user_uri("dept-swtcj"), "APPEALS_DEPT_CODE": "swtcj",
            "APPEALS_DEPT_EXAMPLE_ENDPOINT": "1", "APPEALS_DEPT_OPERATOR": "招商专员",
            "APPEALS_DEPT_CHAIN_TIMEOUT": "10", "APPEALS_DEPT_LOG_LEVEL": "INFO"}
     with log_file.open("w") as log:

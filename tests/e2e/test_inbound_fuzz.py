@@ -12,7 +12,7 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.bus import Bus, appeal_body
+from tests.e2e.bus import appeal_body
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
@@ -43,8 +43,8 @@ bodies = st.one_of(
 )
 
 
-def test_every_inbound_message_gets_exactly_one_receipt(amqp_uri, suite):
-    bus = Bus(amqp_uri)
+def test_every_inbound_message_gets_exactly_one_receipt(amqp_uri, suite, make_bus):
+    bus = make_bus()
     sent: dict[str, str] = {}
 
     @settings(max_examples=60, deadline=None, derandomize=True,
@@ -66,7 +66,7 @@ def test_every_inbound_message_gets_exactly_one_receipt(amqp_uri, suite):
     time.sleep(1.0)
     extra = []
     while True:
-        method, props, raw = bus.ch.basic_get("receipts.hotline_12345", auto_ack=True)
+        method, props, raw = bus.get("receipts.hotline_12345")
         if method is None:
             break
         if json.loads(raw).get("message_id") in sent:
@@ -75,7 +75,7 @@ def test_every_inbound_message_gets_exactly_one_receipt(amqp_uri, suite):
     # Every refused message is kept as it came.
     kept = set()
     while True:
-        method, props, raw = bus.ch.basic_get("appeals.inbound.rejected", auto_ack=True)
+        method, props, raw = bus.get("appeals.inbound.rejected")
         if method is None:
             break
         kept.add(props.headers.get("x-original-message-id"))
@@ -83,7 +83,7 @@ def test_every_inbound_message_gets_exactly_one_receipt(amqp_uri, suite):
     bus.close()
 
 
-def test_two_intake_replicas_number_without_gaps(amqp_uri, suite, suite_env):
+def test_two_intake_replicas_number_without_gaps(amqp_uri, suite, suite_env, make_bus):
     """A second intake process on the same queue and database: reg_nos stay unique and
     consecutive."""
     import os
@@ -106,7 +106,7 @@ def test_two_intake_replicas_number_without_gaps(amqp_uri, suite, suite_env):
             except OSError:
                 assert time.monotonic() < deadline, "second intake did not start"
                 time.sleep(0.2)
-        bus = Bus(amqp_uri)
+        bus = make_bus()
         ids = {bus.submit(appeal_body(title=f"退税 {i}")) for i in range(120)}
         receipts: dict[str, dict] = {}
         deadline = time.monotonic() + 60

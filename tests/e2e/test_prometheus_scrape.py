@@ -22,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from appeals_common.settings import SERVICES
-from tests.e2e.bus import Bus, appeal_body, poll
+from tests.e2e.bus import appeal_body, poll
 from tests.tools import missing_tool
 
 pytestmark = pytest.mark.e2e
@@ -109,9 +109,10 @@ def test_prometheus_scrapes_all_four_services(prometheus: str) -> None:
     assert poll(all_up, timeout=60, interval=0.5) == dict.fromkeys(SERVICES, "1")
 
 
-def test_a_registered_appeal_shows_up_in_prometheus_by_channel(prometheus: str, urls, amqp_uri) -> None:
+def test_a_registered_appeal_shows_up_in_prometheus_by_channel(prometheus: str, urls, amqp_uri,
+                                                              make_bus) -> None:
     before = _registered(urls)
-    bus = Bus(amqp_uri)
+    bus = make_bus()
     try:
         message_id = bus.submit(appeal_body(channel=CHANNEL))
         receipt = bus.receipt(message_id)

@@ -10,12 +10,12 @@ import uuid
 
 import requests
 
-from tests.e2e.bus import Bus, appeal_body
+from tests.e2e.bus import appeal_body
 
 N = 250
 
 
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(amqp_uri, suite, urls, token):
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(amqp_uri, suite, urls, token, make_bus):
     staff = {"Authorization": f"Bearer {token('bureau_staff')}"}
     registered_before = requests.get(f"{urls['reporting']}/reports/summary",
                                      headers=staff).json()["registered"]
@@ -23,7 +23,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(amqp_uri, suite, urls, 
     external_ids = [f"crash-{batch}-{i}" for i in range(N)]
 
     def publish() -> None:
-        bus = Bus(amqp_uri)
+        bus = make_bus()
         for ext in external_ids:
             # "税" routes every one of them to the tax bureau alone.
             bus.submit(appeal_body(external_id=ext, title=f"退税办理 {ext}"))
@@ -38,11 +38,11 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(amqp_uri, suite, urls, 
         suite.restart(service)
     publisher.join()
 
-    bus = Bus(amqp_uri)
+    bus = make_bus()
     receipts: dict[str, dict[str, dict]] = {ext: {} for ext in external_ids}
     deadline = time.monotonic() + 90
     while any(not r for r in receipts.values()) and time.monotonic() < deadline:
-        method, props, raw = bus.ch.basic_get("receipts.hotline_12345", auto_ack=True)
+        method, props, raw = bus.get("receipts.hotline_12345")
         if method is None:
             time.sleep(0.05)
             continue
@@ -60,7 +60,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(amqp_uri, suite, urls, 
     assignments: dict[str, set[str]] = {}
     deadline = time.monotonic() + 90
     while len(assignments) < N and time.monotonic() < deadline:
-        method, props, raw = bus.ch.basic_get("dispatch.swj", auto_ack=True)
+        method, props, raw = bus.get("dispatch.swj")
         if method is None:
             time.sleep(0.05)
             continue

@@ -75,7 +75,7 @@ class Dispatch:
                 **fields}
         usecases.on_reply(self.runtime, CTX, Delivery(
             json.dumps(body).encode(), f"dept.{dept}.{action}", "appeals.replies",
-            str(uuid.uuid4()), "application/json", {}, 1))
+            str(uuid.uuid4()), "application/json", {}, 1, user_id=f"dept-{dept}"))
         self.last = self.new()
         return [m for m in self.last if m.get("kind") == "reply_result"][-1]
 

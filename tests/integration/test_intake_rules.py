@@ -170,7 +170,8 @@ def test_a_repeat_a_month_later_is_still_a_duplicate(runtime):
 
         return usecases.handle_inbound(runtime, CTX, Delivery(
             body=body, routing_key="appeal.submit.hotline_12345", exchange="appeals.inbound",
-            message_id=message_id, content_type="application/json", headers={}, attempt=1))
+            message_id=message_id, content_type="application/json", headers={}, attempt=1,
+            user_id="src-hotline_12345"))
 
     assert deliver("m-1") == "accepted"
     runtime.clock = FixedClock(NOW + timedelta(days=35))

@@ -838,9 +838,12 @@ def _delivery(body: Any, routing_key: str, exchange: str, message_id: str | None
     from appeals_common.nameko_ext import Delivery
 
     raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+    from tests.senders import rightful_sender
+
     return Delivery(body=raw, routing_key=routing_key, exchange=exchange,
                     message_id=message_id if message_id is not None else str(uuid.uuid4()),
-                    content_type=content_type, headers={}, attempt=1)
+                    content_type=content_type, headers={}, attempt=1,
+                    user_id=rightful_sender(routing_key))
 
 
 def _wired(directory: Path, calendar: Any) -> tuple[Any, ...]:

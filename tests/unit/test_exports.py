@@ -216,7 +216,9 @@ def test_patrol_report_xlsx(labels, tmp_path):
     assert items.cell(header, 1).font.b
     assert items.freeze_panes == f"A{header + 1}"
     first, second = row_values(items, header + 1), row_values(items, header + 2)
-    assert first[:4] == [1, "昆明顺城商贸有限公司", "李明", "138****5678"]
+    # Contacts' names are masked like their phones (张三 → 张*), for every reader.
+    assert first[:4] == [1, "昆明顺城商贸有限公司", "李*", "138****5678"]
+    assert second[2] == "张*"
     assert first[5:8] == ["区市场监督管理局", exports._SERVICE_ITEM_STATUSES.get("done", "done"),
                           "WH-2026-000101"]
     assert second[3] == "087****3456" and second[5] == "区商务和投资促进局、区文化和旅游局"
