@@ -59,3 +59,8 @@ def databases() -> Iterator[Databases]:
     dbs = Databases()
     yield dbs
     dbs.drop_all()
+
+
+# The running suite (started only when a test asks for it), shared by tests/e2e and
+# tests/security.
+from tests.suite_fixtures import *  # noqa: E402, F403

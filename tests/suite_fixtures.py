@@ -1,4 +1,7 @@
-"""The four services as real processes against the test vhost and databases."""
+"""The four services as real processes against the test vhost and databases, with the
+source systems' and departments' broker users provisioned: the fixtures the end-to-end
+tests (tests/e2e) and the attacker (tests/security) share, one running suite for both
+(registered by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -22,8 +25,6 @@ from appeals_common.settings import SERVICES
 from tests.conftest import RABBIT_MGMT, RUN_ID
 from tests.e2e import suite_time
 from tests.e2e.bus import poll
-
-pytestmark = pytest.mark.e2e
 
 JWT_SECRET = "e2e-secret-0123456789-0123456789-abcdef"
 # Broker users are global: this run's carry its id (the suite is told the prefix).
