@@ -23,8 +23,10 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pika
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from appeals_common.amqp_tools import manage_vhost  # noqa: E402
 from appeals_common.auth import issue_token  # noqa: E402
 from appeals_common.launcher import SuiteProcesses  # noqa: E402
+from appeals_common.provisioning import delete_users  # noqa: E402
 from bench.scratch import drop_database  # noqa: E402
 
 SECRET = "bench-secret-" + uuid.uuid4().hex
@@ -41,10 +44,22 @@ DEPTS = ("swj", "scjgj", "zjj", "zrzyj", "rsj", "jrb", "czj", "swtcj", "zwfwzx")
 TITLES = ("退税办理咨询", "营业执照变更", "施工许可进度", "社保补贴申领", "融资担保需求", "其他诉求")
 
 
+def now_iso() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def as_user(uri: str, user: str, password: str) -> str:
+    """``uri`` logged in as a provisioned source system or department."""
+    parts = urllib.parse.urlsplit(uri)
+    netloc = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}" \
+             f"@{parts.hostname}:{parts.port or 5672}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def appeal(external_id: str, i: int) -> bytes:
     return json.dumps({
         "schema_version": 1, "source_system": "hotline_12345", "external_id": external_id,
-        "channel": "hotline_12345", "submitted_at": "2026-11-27T09:00:00+08:00",
+        "channel": "hotline_12345", "submitted_at": now_iso(),
         "enterprise": {"name": f"基准测试企业{i}", "uscc": "91110000600037341L",
                        "contact_name": "张三", "contact_phone": "13800138000"},
         "title": TITLES[i % len(TITLES)], "content": "基准测试诉求内容",
@@ -54,9 +69,10 @@ def appeal(external_id: str, i: int) -> bytes:
 class Departments(threading.Thread):
     """All departments in one pika consumer: record arrival, sign, respond."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, dept_uris: dict[str, str]) -> None:
         super().__init__(daemon=True)
         self.uri = uri
+        self.dept_uris = dept_uris  # each department replies as its own broker user
         self.arrived: dict[str, float] = {}  # external title key -> arrival time (lead)
         self.reg_of: dict[str, str] = {}
         self.responded: list[str] = []
@@ -68,13 +84,16 @@ class Departments(threading.Thread):
         conn = pika.BlockingConnection(pika.URLParameters(self.uri))
         ch = conn.channel()
         ch.basic_qos(prefetch_count=500)
+        reply_conns = {d: pika.BlockingConnection(pika.URLParameters(u))
+                       for d, u in self.dept_uris.items()}
+        self.reply_channels = {d: c.channel() for d, c in reply_conns.items()}
 
         def on_message(ch, method, props, raw):
             msg = json.loads(raw)
             now = time.monotonic()
             dept = msg["dept_code"]
             base = {"schema_version": 1, "assignment_id": msg.get("assignment_id"),
-                    "reg_no": msg["reg_no"], "replied_at": "2026-11-27T11:00:00+08:00"}
+                    "reg_no": msg["reg_no"], "replied_at": now_iso()}
             if msg["kind"] == "assignment":
                 if msg["role"] == "lead":
                     with self.lock:
@@ -87,7 +106,7 @@ class Departments(threading.Thread):
                 if msg["action"] == "sign" and msg["assignment_id"] in self.leads:
                     self._reply(ch, dept, "respond", {
                         **base, "outcome": "solved", "reply": "已办结",
-                        "contacted_at": "2026-11-27T10:00:00+08:00"})
+                        "contacted_at": now_iso()})
                 elif msg["action"] == "respond":
                     with self.lock:
                         self.responded.append(msg["reg_no"])
@@ -98,12 +117,15 @@ class Departments(threading.Thread):
         while not self.stop:
             conn.process_data_events(time_limit=0.2)
         conn.close()
+        for c in reply_conns.values():
+            c.close()
 
-    @staticmethod
-    def _reply(ch, dept: str, action: str, body: dict) -> None:
-        ch.basic_publish("appeals.replies", f"dept.{dept}.{action}", json.dumps(body).encode(),
-                         pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                                              message_id=str(uuid.uuid4())))
+    def _reply(self, ch, dept: str, action: str, body: dict) -> None:
+        user = pika.URLParameters(self.dept_uris[dept]).credentials.username
+        self.reply_channels[dept].basic_publish(
+            "appeals.replies", f"dept.{dept}.{action}", json.dumps(body).encode(),
+            pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                 message_id=str(uuid.uuid4()), user_id=user))
 
 
 class Receipts(threading.Thread):
@@ -132,6 +154,7 @@ class Receipts(threading.Thread):
 
 class Publisher:
     def __init__(self, uri: str) -> None:
+        self.user = pika.URLParameters(uri).credentials.username  # its user_id
         self.conn = pika.BlockingConnection(pika.URLParameters(uri))
         self.ch = self.conn.channel()
         self.ch.confirm_delivery()
@@ -142,7 +165,8 @@ class Publisher:
         self.sent_at[ext] = time.monotonic()
         self.ch.basic_publish("appeals.inbound", "appeal.submit.hotline_12345", appeal(ext, i),
                               pika.BasicProperties(content_type="application/json",
-                                                   delivery_mode=2, message_id=ext))
+                                                   delivery_mode=2, message_id=ext,
+                                                   user_id=self.user))
         return ext
 
 
@@ -224,17 +248,28 @@ def main() -> int:
     for i, service in enumerate(("intake", "dispatch", "supervision", "reporting")):
         env[f"APPEALS_{service.upper()}_HTTP_PORT"] = str(18101 + i)
     os.environ.update(env)
-    suite = SuiteProcesses(env=env, log_dir=tmp / "logs")
     import subprocess
 
     subprocess.run([sys.executable, "-m", "appeals_common.cli", "topology", "apply"],
                    env={**os.environ, **env}, check=True, capture_output=True)
+    # The source system and the departments connect as their own broker users.
+    prefix, creds = f"b{run}-", tmp / "credentials.json"
+    subprocess.run([sys.executable, "-m", "appeals_common.cli", "provision", "apply",
+                    "--vhost", vhost, "--user-prefix", prefix, "--credentials-file", str(creds)],
+                   env={**os.environ, **env}, check=True, capture_output=True)
+    passwords = json.loads(creds.read_text())
+    env["APPEALS_BUS_USER_PREFIX"] = prefix
+    os.environ.update(env)
+    suite = SuiteProcesses(env=env, log_dir=tmp / "logs")
     suite.start_all(timeout=120)
     staff = issue_token(SECRET, "bench", "bureau_staff")
-    departments, receipts = Departments(uri), Receipts(uri)
+    departments = Departments(uri, {d: as_user(uri, f"{prefix}dept-{d}",
+                                                passwords[f"{prefix}dept-{d}"]) for d in DEPTS})
+    receipts = Receipts(uri)
     departments.start()
     receipts.start()
-    publisher = Publisher(uri)
+    source = f"{prefix}src-hotline_12345"
+    publisher = Publisher(as_user(uri, source, passwords[source]))
     try:
         progress("suite up; warming up")
         # Warm up: connections, pools, first-time imports.
@@ -303,6 +338,7 @@ def main() -> int:
         departments.stop = receipts.stop = True
         suite.stop_all()
         manage_vhost("delete", vhost)
+        delete_users(list(passwords))
         if not args.sqlite:
             for service in ("intake", "dispatch", "supervision", "reporting"):
                 drop_database(args.pg, f"bench_{run}_{service}")
