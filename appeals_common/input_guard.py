@@ -144,3 +144,12 @@ def escape_hidden(text: str) -> str:
     if _HIDDEN.search(text) is None:
         return text
     return _HIDDEN.sub(lambda m: "".join(f"\\u{ord(c):04x}" for c in m.group()), text)
+
+
+def whole_number(raw: str, max_digits: int = 9) -> int | None:
+    """``raw`` as a non-negative whole number written in ASCII digits, or None. ("²" is a
+    digit to str.isdigit() but not to int(); thousands of digits are no number anyone
+    means, and int() refuses them.)"""
+    if raw.isascii() and raw.isdigit() and len(raw) <= max_digits:
+        return int(raw)
+    return None

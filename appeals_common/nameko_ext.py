@@ -287,14 +287,15 @@ class ReliableConsumer(Entrypoint):
     def _park(self, delivery: Delivery, exc_info: Any) -> None:
         """Send a failed message to its next retry delay, or to the dead-letter queue."""
         service = self.container.service_name
-        error = "".join(traceback.format_exception_only(exc_info[0], exc_info[1])).strip()
+        # A database error may quote a phone number or a name: masked for logs and headers.
+        error = mask_text("".join(traceback.format_exception_only(exc_info[0], exc_info[1])).strip())
         headers = dict(delivery.headers)
         headers.pop("x-death", None)  # broker bookkeeping from earlier delays
         headers.update({
             "x-original-exchange": delivery.exchange,
             "x-original-routing-key": delivery.routing_key,
             "x-original-user-id": delivery.user_id or "",
-            "x-last-error": mask_text(error)[:2000],  # a database error may quote a phone
+            "x-last-error": error[:2000],
             "x-failed-queue": self.queue_name,
             "x-failed-service": service,
         })

@@ -151,3 +151,10 @@ def _mask(value: Any, names: tuple[str, ...], key: str | None = None) -> Any:
     if key in NAME_FIELDS:
         return mask_name(value)
     return mask_text(value, names)
+
+
+def as_read_by(role: str, view: Any) -> Any:
+    """A view as a reader with ``role`` may have it: a viewer gets contact phones and
+    names masked, in free text too; the bureau and departments (given only their own
+    share by the services) see it as it is."""
+    return mask_personal(view) if role == "viewer" else view

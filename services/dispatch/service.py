@@ -14,6 +14,7 @@ from appeals_common.deadlines import DeadlinePolicy
 from appeals_common.http import api, page_args, read_json
 from appeals_common.metrics import load_calendar, set_provisional_gauges
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
+from appeals_common.privacy import as_read_by
 from appeals_common.registries import load_categories, load_departments, load_routing_rules
 from appeals_common.service_base import BaseService
 from appeals_common.settings import load_settings
@@ -22,6 +23,10 @@ from services.dispatch.models import Base
 from services.dispatch.routing import Router
 
 STAFF_ROLES = ("bureau_admin", "bureau_staff")
+
+
+def _shown(principal: Principal, view: Any) -> Any:
+    return as_read_by(principal.role, view)
 
 
 class DispatchRules(DependencyProvider):
@@ -66,8 +71,9 @@ class DispatchService(BaseService):
     def http_assignments(self, request: Any, principal: Principal) -> list[dict]:
         # A department sees only its own assignments, whatever it asks for.
         dept = principal.dept_code if principal.role == "department" else request.args.get("dept")
-        return usecases.list_assignments(self.runtime, dept, request.args.get("reg_no"),
-                                         request.args.get("state"), page_args(request))
+        return _shown(principal, usecases.list_assignments(
+            self.runtime, dept, request.args.get("reg_no"), request.args.get("state"),
+            page_args(request)))
 
     @http("POST", "/assignments/<string:assignment_id>/return-decision")
     @api(*STAFF_ROLES)
@@ -79,7 +85,8 @@ class DispatchService(BaseService):
     @http("GET", "/extensions")
     @api(*STAFF_ROLES, "viewer")
     def http_extensions(self, request: Any, principal: Principal) -> list[dict]:
-        return bureau.list_extensions(self.runtime, request.args.get("state"), page_args(request))
+        return _shown(principal, bureau.list_extensions(self.runtime, request.args.get("state"),
+                                                        page_args(request)))
 
     @http("POST", "/extensions/<string:extension_id>/decision")
     @api(*STAFF_ROLES)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
+from appeals_common.input_guard import whole_number
+
 PERIOD_KINDS = ("month", "quarter", "year", "custom")
 # Ways to split a rate report: by a dimension of the facts, or by calendar bucket.
 DIMENSIONS = ("department", "channel", "industry_chain", "category")
@@ -68,10 +70,10 @@ def _int(params: Mapping[str, str], name: str, low: int, high: int,
     raw = params.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
-        errors[name] = [f"must be a whole number from {low} to {high}, got {raw!r}"]
+    value = whole_number(raw, len(str(high)) + 2)
+    if value is None:
+        errors[name] = [f"must be a whole number from {low} to {high}, got {raw[:40]!r}"]
         return None
-    value = int(raw)
     if not low <= value <= high:
         errors[name] = [f"must be from {low} to {high}, got {value}"]
         return None

@@ -25,6 +25,7 @@ from appeals_common.activity_schedule import (
 from appeals_common.calendar import WorkingCalendar
 from appeals_common.envelope import Event
 from appeals_common.http import FieldErrors, NotFound
+from appeals_common.input_guard import whole_number
 from appeals_common.nameko_ext import Delivery, ServiceRuntime
 from appeals_common.privacy import mask_personal, mask_phone
 from appeals_common.reference import (
@@ -169,9 +170,10 @@ def _bounded_int(params: Mapping[str, str], name: str, default: int, low: int, h
     raw = params.get(name)
     if not raw:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise FieldErrors({name: [f"must be a whole number from {low} to {high}, got {raw!r}"]})
-    return int(raw)
+    value = whole_number(raw, len(str(high)))
+    if value is None or not low <= value <= high:
+        raise FieldErrors({name: [f"must be a whole number from {low} to {high}, got {raw[:40]!r}"]})
+    return value
 
 
 def _iso(moment: datetime | date | None) -> str | None:

@@ -15,9 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from appeals_common.auth import Principal
 from appeals_common.calendar import WorkingCalendar
 from appeals_common.http import FieldErrors, NotFound, api, page_args, read_json
+from appeals_common.input_guard import whole_number
 from appeals_common.metrics import load_calendar, set_provisional_gauges
 from appeals_common.nameko_ext import Delivery, Metrics, Runtime, reliable_consume
-from appeals_common.privacy import mask_personal
+from appeals_common.privacy import as_read_by
 from appeals_common.registries import load_departments, load_industry_chains
 from appeals_common.service_base import BaseService
 from appeals_common.settings import SettingsError, load_settings
@@ -235,16 +236,14 @@ class SupervisionService(BaseService):
 
 
 def _shown(principal: Principal, view: Any) -> Any:
-    """A view as `principal` may read it: a viewer gets contact phones and names masked,
-    in free text too (a patrol report's 附件3 rows, summaries, findings, feedback). The
-    bureau sees all; a department is only ever given its own items and orders here."""
-    return mask_personal(view) if principal.role == "viewer" else view
+    return as_read_by(principal.role, view)
 
 
 def _year_arg(request: Any, default: int) -> int:
     raw = request.args.get("year")
     if raw is None:
         return default
-    if not raw.isdigit() or not 2000 <= int(raw) <= 2100:
+    year = whole_number(raw, 4)
+    if year is None or not 2000 <= year <= 2100:
         raise FieldErrors({"year": ["a year such as 2026"]})
-    return int(raw)
+    return year

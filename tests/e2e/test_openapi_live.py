@@ -22,6 +22,7 @@ import yaml
 
 from tests.e2e import suite_time
 from tests.e2e.bus import poll, reply_body
+from tests.suite_fixtures import JWT_SECRET
 
 pytestmark = pytest.mark.e2e
 
@@ -215,6 +216,18 @@ def test_roles_outside_x_roles_are_403(api):
              dept="zjj", reg_no="WH-1")
     api.call("POST", "supervision", "/class-problems/detection", 403, role="viewer")
     api.call("GET", "supervision", "/class-problems", 403, role="department", dept="zjj")
+    # A department token must name a known department, or it would see every unit's share.
+    unknown = api.call("GET", "dispatch", "/assignments", 403, role="department", dept="nosuch")
+    assert "unknown department" in unknown["error"]
+    claims = jwt.decode(api.token("department", "zjj"), JWT_SECRET, algorithms=["HS256"],
+                        issuer="appeals-suite")
+    no_dept = jwt.encode({k: v for k, v in claims.items() if k != "dept"}, JWT_SECRET,
+                         algorithm="HS256")
+    for service, template in (("dispatch", "/assignments"), ("supervision", "/list-items"),
+                              ("supervision", "/supervision-orders")):
+        refused = api.call("GET", service, template, 403,
+                           headers={"Authorization": f"Bearer {no_dept}"})
+        assert "names no department" in refused["error"]
     later = suite_time.iso(suite_time.at(suite_time.working_day_after(suite_time.today(), 10), 18))
     for step, body in (("confirmation", {"lead_entity": "fgj", "deadline": later}),
                        ("resolution", {"measures": "x"}), ("closure", {"promote": True}),
@@ -279,9 +292,18 @@ def test_get_appeal_by_role(api, dispatched):
                                                            "appeal.dispatched"]
     viewer = api.call("GET", "intake", "/appeals/{reg_no}", 200, role="viewer", reg_no=reg_no)
     assert viewer["enterprise"]["contact_phone"] == "138****8000"
-    for dept in ("zjj", "zrzyj"):
-        api.call("GET", "intake", "/appeals/{reg_no}", 200, role="department", dept=dept,
-                 reg_no=reg_no)
+    assert viewer["enterprise"]["contact_name"] == "张*"
+    ids = {a["dept_code"]: a["assignment_id"] for e in staff["timeline"]
+           if e["event"] == "appeal.dispatched" for a in e["detail"]["assignments"]}
+    for dept, other in (("zjj", "zrzyj"), ("zrzyj", "zjj")):
+        # Its share: its own assignment, never the other unit's id, nor the bureau's staff.
+        share = api.call("GET", "intake", "/appeals/{reg_no}", 200, role="department",
+                         dept=dept, reg_no=reg_no)
+        assert share["enterprise"]["contact_phone"] == PHONE and "registered_by" not in share
+        assert [e["event"] for e in share["timeline"]] == ["appeal.dispatched"]
+        assert [a["assignment_id"] for a in share["timeline"][0]["detail"]["assignments"]] \
+            == [ids[dept]]
+        assert ids[other] not in str(share)
     api.call("GET", "intake", "/appeals/{reg_no}", 404, role="department", dept="jrb",
              reg_no=reg_no)
     gone = api.call("GET", "intake", "/appeals/{reg_no}", 404, reg_no="WH-1999-999999")
