@@ -11,6 +11,9 @@ import jwt
 from appeals_common.reference import ROLES
 
 ISSUER = "appeals-suite"
+# `appeals token` issues tokens for a working day; services refuse any whose lifetime
+# (exp - iat) exceeds APPEALS_TOKEN_MAX_HOURS (default 12).
+DEFAULT_TOKEN_TTL = timedelta(hours=8)
 # Hosts' clocks differ a little: a token is good this long past its `exp` (and before `iat`).
 CLOCK_SKEW_SECONDS = 60
 
@@ -34,7 +37,7 @@ class Principal:
 
 
 def issue_token(secret: str, subject: str, role: str, dept_code: str | None = None,
-                ttl: timedelta = timedelta(days=30)) -> str:
+                ttl: timedelta = DEFAULT_TOKEN_TTL) -> str:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     if (role == "department") != bool(dept_code):
@@ -46,17 +49,20 @@ def issue_token(secret: str, subject: str, role: str, dept_code: str | None = No
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def authenticate(authorization: str | None, secret: str) -> Principal:
+def authenticate(authorization: str | None, secret: str,
+                 max_lifetime: timedelta | None = None) -> Principal:
     if not authorization or not authorization.startswith("Bearer "):
         raise AuthError(401, "missing bearer token")
     token = authorization.removeprefix("Bearer ").strip()
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=ISSUER,
-                            leeway=CLOCK_SKEW_SECONDS, options={"require": ["sub", "role", "exp"]})
+                            leeway=CLOCK_SKEW_SECONDS,
+                            options={"require": ["sub", "role", "exp", "iat"]})
     except jwt.ExpiredSignatureError:
         raise AuthError(401, "token expired") from None
     except jwt.InvalidTokenError as exc:
         raise AuthError(401, f"invalid token: {exc}") from None
+    _check_lifetime(claims, max_lifetime)
     if claims["role"] not in ROLES:
         raise AuthError(401, "token has an unknown role")
     dept_code = _department_of(claims)
@@ -83,6 +89,22 @@ def _department_of(claims: dict) -> str | None:
     if dept not in known_departments():
         raise AuthError(403, f"department token names an unknown department {dept[:48]!r}")
     return dept
+
+
+def _check_lifetime(claims: dict, max_lifetime: timedelta | None) -> None:
+    """Refuse a token whose `exp` lies further out than the longest allowed lifetime. PyJWT
+    has already refused an `iat` in the future (beyond the skew), so exp - iat bounds how
+    far ahead of now `exp` may be, without reading the clock here."""
+    if max_lifetime is None:
+        from appeals_common.settings import token_max_hours
+
+        max_lifetime = timedelta(hours=token_max_hours())
+    try:
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+    except (TypeError, ValueError):
+        raise AuthError(401, "invalid token: exp and iat must be numbers") from None
+    if lifetime > max_lifetime.total_seconds():
+        raise AuthError(401, "token lifetime longer than allowed")
 
 
 def require(principal: Principal, *roles: str) -> Principal:

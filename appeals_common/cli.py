@@ -9,6 +9,8 @@ from typing import Any
 
 from appeals_common.settings import SERVICES, load_settings
 
+DEFAULT_TOKEN_HOURS = 8.0
+
 
 def _topology() -> Any:
     from appeals_common.registries import load_departments, load_source_systems
@@ -68,9 +70,27 @@ def cmd_token(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from appeals_common.auth import issue_token
+    from appeals_common.settings import DEV_MODE_ENV, SettingsError, jwt_secret_problem
 
-    print(issue_token(load_settings().jwt_secret, args.subject, args.role, args.dept,
-                      ttl=timedelta(days=args.days)))
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"appeals token: {exc}", file=sys.stderr)
+        return 2
+    if not 0 < args.hours <= settings.token_max_hours:
+        print(f"appeals token: --hours must be more than 0 and at most "
+              f"{settings.token_max_hours:g} (APPEALS_TOKEN_MAX_HOURS): services refuse a "
+              "token that lives longer", file=sys.stderr)
+        return 2
+    problem = jwt_secret_problem(settings.jwt_secret)
+    if problem and not settings.dev_mode:
+        print(f"appeals token: APPEALS_JWT_SECRET {problem}: services refuse to start with it, "
+              f"so no token is issued ({DEV_MODE_ENV}=1 on a development machine)", file=sys.stderr)
+        return 2
+    if problem:
+        print(f"appeals token: development mode: APPEALS_JWT_SECRET {problem}", file=sys.stderr)
+    print(issue_token(settings.jwt_secret, args.subject, args.role, args.dept,
+                      ttl=timedelta(hours=args.hours)))
     return 0
 
 
@@ -85,11 +105,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from appeals_common.launcher import SuiteProcesses
+    from appeals_common.settings import SettingsError, check_service_start
 
+    try:
+        settings = load_settings()
+        check_service_start(settings)  # before anything is touched (the launcher warns)
+    except SettingsError as exc:
+        print(f"appeals up: {exc}", file=sys.stderr)
+        return 2
     cmd_topology(argparse.Namespace(action="apply"))
     suite = SuiteProcesses(log_dir=Path(args.log_dir))
     suite.start_all(timeout=args.timeout)
-    settings = load_settings()
     for service in SERVICES:
         print(f"{service:12} http://127.0.0.1:{settings.http_port(service)}  "
               f"(log: {Path(args.log_dir) / (service + '.log')})")
@@ -98,37 +124,59 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    """RabbitMQ users and permissions from the registries. Passwords go only to the
-    credentials file, never to the terminal."""
+    """RabbitMQ users and permissions from the registries, and the services' PostgreSQL
+    roles. Passwords go only to the credentials file, never to the terminal."""
     from pathlib import Path
 
     from appeals_common import provisioning as prov
     from appeals_common.registries import RegistryError
 
     settings = load_settings()
-    vhost = args.vhost or prov.vhost_from_uri(settings.amqp_uri)
     credentials = Path(args.credentials_file) if args.credentials_file else prov.DEFAULT_CREDENTIALS_FILE
+
+    def passwords_for(users: list[str]) -> prov.Passwords:
+        if args.passwords_env:
+            return prov.passwords_from_env(users)
+        resolved = prov.resolve_passwords(users, args.passwords_file, credentials)
+        if resolved.generated:
+            print(f"generated passwords for {len(resolved.generated)} user(s) into "
+                  f"{resolved.source} (mode 0600)", file=sys.stderr)
+        return resolved
+
     try:
-        grants = prov.grants_from_config(settings.config_dir, args.user_prefix,
-                                         args.suite_user or prov.DEFAULT_SUITE_USER)
+        if args.action == "database":
+            db_grants = prov.database_grants(args.prefix)
+            passwords = passwords_for([g.role for g in db_grants]).passwords
+            if args.print_sql:
+                print(prov.database_sql(db_grants, passwords), end="")
+                return 0
+            db_report = prov.apply_databases(db_grants, passwords,
+                                             args.admin_url or prov.DEFAULT_DATABASE_ADMIN_URL)
+            for line in db_report.lines():
+                print(line)
+            return 0
+        vhost = args.vhost or prov.vhost_from_uri(settings.amqp_uri)
+        grants = prov.select_grants(
+            prov.grants_from_config(settings.config_dir, args.user_prefix,
+                                    args.topology_user or prov.DEFAULT_TOPOLOGY_USER),
+            args.users)
         passwords = None
+        source = None
         if not getattr(args, "no_passwords", False):
-            resolved = prov.resolve_passwords([g.name for g in grants], args.passwords_file, credentials)
-            passwords = resolved.passwords
-            if resolved.generated:
-                print(f"generated passwords for {len(resolved.generated)} user(s) into "
-                      f"{resolved.source} (mode 0600)", file=sys.stderr)
+            resolved = passwords_for([g.name for g in grants])
+            passwords, source = resolved.passwords, resolved.source
         if args.action == "definitions":
             print(json.dumps(prov.build_definitions(grants, vhost, passwords), ensure_ascii=False, indent=2))
             return 0
         report = prov.apply_grants(grants, vhost, passwords or {}, args.backend,
-                                   args.management_url or prov.DEFAULT_MANAGEMENT_URL)
+                                   args.management_url or prov.DEFAULT_MANAGEMENT_URL,
+                                   remove_guest=args.remove_guest)
     except (prov.ProvisioningError, RegistryError) as exc:
         print(f"appeals provision: {exc}", file=sys.stderr)
         return 1
     for line in report.lines():
         print(line)
-    print(f"passwords: {credentials if args.passwords_file is None else args.passwords_file}")
+    print(f"passwords: {source}")
     return 0
 
 
@@ -239,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["bureau_admin", "bureau_staff", "department", "viewer"])
     p.add_argument("--subject", required=True)
     p.add_argument("--dept", help="department code, for role department")
-    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--hours", type=float, default=DEFAULT_TOKEN_HOURS,
+                   help=f"lifetime (default {DEFAULT_TOKEN_HOURS:g}; at most "
+                        "APPEALS_TOKEN_MAX_HOURS, default 12)")
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("run", help="run one service in the foreground")
@@ -251,27 +301,53 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=90)
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("provision", help="RabbitMQ users and permissions from the registries")
+    p = sub.add_parser("provision", help="RabbitMQ users and permissions from the registries; "
+                       "the services' PostgreSQL roles")
     pv = p.add_subparsers(dest="action", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    secrets_source = argparse.ArgumentParser(add_help=False)
+    source = secrets_source.add_mutually_exclusive_group()
+    source.add_argument("--passwords-file", help="YAML or JSON mapping user name -> password, or "
+                        "a directory with one file per user (a mounted Secret) (default: reuse or "
+                        "generate them in the credentials file)")
+    source.add_argument("--passwords-env", action="store_true",
+                        help="take each password from APPEALS_PASSWORD_<USER> (svc-intake -> "
+                        "APPEALS_PASSWORD_SVC_INTAKE)")
+    secrets_source.add_argument("--credentials-file", help="where generated passwords are kept, "
+                                "mode 0600 (default: var/credentials.json)")
+    common = argparse.ArgumentParser(add_help=False, parents=[secrets_source])
     common.add_argument("--vhost", help="default: the vhost of APPEALS_AMQP_URI")
-    common.add_argument("--passwords-file", help="YAML or JSON mapping user name -> password "
-                        "(default: reuse or generate them in the credentials file)")
-    common.add_argument("--credentials-file", help="where generated passwords are kept, mode 0600 "
-                        "(default: var/credentials.json)")
     common.add_argument("--user-prefix", default="", help="put before every user name")
-    common.add_argument("--suite-user", help="the suite's own user, with full rights "
-                        "(default: $APPEALS_SUITE_USER or appeals-suite)")
+    common.add_argument("--topology-user", "--suite-user", dest="topology_user",
+                        help="the user that declares the topology, with full rights on the vhost "
+                        "(default: $APPEALS_TOPOLOGY_USER or appeals-topology)")
+    common.add_argument("--users", help="only these users: comma-separated shell patterns, "
+                        "e.g. 'appeals-topology,svc-*,dept-zjj' (default: all)")
     q = pv.add_parser("apply", parents=[common],
                       help="create or update the users and set their permissions (idempotent)")
     q.add_argument("--backend", choices=["auto", "management", "rabbitmqctl"], default="auto",
                    help="default: the management API, else rabbitmqctl on this machine")
     q.add_argument("--management-url", help="admin access to the management API "
                    "(default: $APPEALS_MANAGEMENT_URL or http://guest:guest@127.0.0.1:15672)")
+    guest = q.add_mutually_exclusive_group()
+    guest.add_argument("--remove-guest", dest="remove_guest", action="store_const", const=True,
+                       help="delete the guest user (default when the management API is on "
+                       "another host than localhost)")
+    guest.add_argument("--keep-guest", dest="remove_guest", action="store_const", const=False,
+                       help="keep the guest user (default on this machine and with rabbitmqctl)")
     q = pv.add_parser("definitions", parents=[common],
-                      help="print a RabbitMQ definitions JSON to import (users, permissions)")
+                      help="print a RabbitMQ definitions JSON to import (users, permissions; "
+                      "never guest)")
     q.add_argument("--no-passwords", action="store_true",
                    help="users without a password (an example that leaks nothing)")
+    q = pv.add_parser("database", parents=[secrets_source],
+                      help="PostgreSQL: role appeals_<service> owning database appeals_<service>, "
+                      "for each service (idempotent; passwords as for the broker users)")
+    q.add_argument("--admin-url", default=None,
+                   help="a superuser's URL (default: $APPEALS_DATABASE_ADMIN_URL or "
+                   "postgresql://postgres@127.0.0.1:5432/postgres)")
+    q.add_argument("--prefix", default="", help="put before every role and database name")
+    q.add_argument("--print-sql", action="store_true",
+                   help="print the psql script instead (passwords as SCRAM verifiers)")
     p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("reporting", help="reporting's read model")

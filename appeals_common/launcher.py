@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from appeals_common.settings import SERVICES, load_settings
+from appeals_common.settings import SERVICES, check_service_start, load_settings
 
 
 class SuiteProcesses:
@@ -34,6 +34,10 @@ class SuiteProcesses:
             env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def start_all(self, timeout: float = 60) -> None:
+        # Each service checks again as it starts; checking here fails before any starts.
+        # Raises SettingsError for a weak APPEALS_JWT_SECRET outside APPEALS_DEV_MODE.
+        for warning in check_service_start(self.settings):
+            print(f"warning: {warning}", file=sys.stderr)
         for service in self.services:
             self.start(service)
         self.wait_healthy(timeout=timeout)

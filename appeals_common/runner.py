@@ -30,19 +30,24 @@ def run_service(name: str) -> None:
 
     from nameko.cli.run import run
 
-    from appeals_common.settings import load_settings
+    from appeals_common.settings import SettingsError, check_service_start, load_settings
 
     logging.basicConfig(
         level=os.environ.get("APPEALS_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pika").setLevel(logging.WARNING)
-    settings = load_settings()
+    log = logging.getLogger("appeals.runner")
+    try:
+        settings = load_settings()
+        warnings = check_service_start(settings)  # no weak JWT secret outside development
+    except SettingsError as exc:
+        raise SystemExit(f"appeals run {name}: {exc}") from None
+    for warning in warnings:
+        log.warning("%s", warning)
     if os.environ.get("APPEALS_APPLY_TOPOLOGY", "1") == "1":
         # Every replica can start on an empty broker; declaring is idempotent.
-        from appeals_common.cli import cmd_topology
-
-        cmd_topology(argparse.Namespace(action="apply"))
+        _apply_topology(name, log)
     module_name, class_name = SERVICE_CLASSES[name].split(":")
     service_cls = getattr(importlib.import_module(module_name), class_name)
     config = {
@@ -53,3 +58,22 @@ def run_service(name: str) -> None:
         "serializer": "json",
     }
     run([service_cls], config)
+
+
+def _apply_topology(name: str, log: logging.Logger) -> None:
+    """Declare the topology as this service's broker user. A per-service user (svc-<name>)
+    may not declare it: the topology job does (as appeals-topology), and
+    APPEALS_APPLY_TOPOLOGY=0 says so; if it was left on, say why and carry on, since the
+    queues are there once that job ran (a missing one stops the consumer anyway)."""
+    import pika.exceptions
+
+    from appeals_common.cli import cmd_topology
+
+    try:
+        cmd_topology(argparse.Namespace(action="apply"))
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 403:
+            raise
+        log.warning("%s's broker user may not declare the topology (%s): leaving it to "
+                    "`appeals topology apply` as the topology user; set "
+                    "APPEALS_APPLY_TOPOLOGY=0 to skip this attempt", name, exc.reply_text)

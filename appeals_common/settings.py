@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -16,6 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "dispatch", "supervision", "reporting")
 DEFAULT_HTTP_PORTS = {"intake": 8001, "dispatch": 8002, "supervision": 8003, "reporting": 8004}
 
+# The JWT secret a development machine runs with when none is set. Services refuse to start
+# with it (or any other weak secret) unless APPEALS_DEV_MODE says this is a development run.
+DEV_JWT_SECRET = "insecure-development-secret-set-APPEALS_JWT_SECRET"
+DEV_MODE_ENV = "APPEALS_DEV_MODE"
+MIN_JWT_SECRET_BYTES = 32
+# Tokens are for a working day, not a month: services refuse a longer-lived one.
+DEFAULT_TOKEN_MAX_HOURS = 12.0
+TOKEN_MAX_HOURS_ENV = "APPEALS_TOKEN_MAX_HOURS"
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed."""
@@ -27,7 +37,11 @@ class Settings:
     # `{service}` is replaced by the service name: each service owns its own database.
     database_url: str = "sqlite:///" + str(ROOT / "var" / "{service}.db")
     config_dir: Path = ROOT / "config"
-    jwt_secret: str = "insecure-development-secret-set-APPEALS_JWT_SECRET"
+    jwt_secret: str = DEV_JWT_SECRET
+    # APPEALS_DEV_MODE=1: a development run, where a weak or missing JWT secret is accepted.
+    dev_mode: bool = False
+    # The longest lifetime (exp - iat) a bearer token may have.
+    token_max_hours: float = DEFAULT_TOKEN_MAX_HOURS
     reg_no_prefix: str = "WH"
     timezone: str = "Asia/Shanghai"
     # When set, services read "now" from this file (ISO 8601): tests move time forward.
@@ -101,7 +115,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         amqp_uri=env.get("APPEALS_AMQP_URI", defaults.amqp_uri),
         database_url=env.get("APPEALS_DATABASE_URL", defaults.database_url),
         config_dir=Path(env.get("APPEALS_CONFIG_DIR", str(defaults.config_dir))),
-        jwt_secret=env.get("APPEALS_JWT_SECRET", defaults.jwt_secret),
+        jwt_secret=env.get("APPEALS_JWT_SECRET") or defaults.jwt_secret,
+        dev_mode=dev_mode(env),
+        token_max_hours=token_max_hours(env),
         reg_no_prefix=env.get("APPEALS_REG_NO_PREFIX", defaults.reg_no_prefix),
         timezone=env.get("APPEALS_TIMEZONE", defaults.timezone),
         clock_file=env.get("APPEALS_CLOCK_FILE") or None,
@@ -121,6 +137,93 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         outbox_retention_hours=_int(env, "APPEALS_OUTBOX_RETENTION_HOURS",
                                     defaults.outbox_retention_hours),
     )
+
+
+def dev_mode(env: dict[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return env.get(DEV_MODE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def token_max_hours(env: dict[str, str] | None = None) -> float:
+    """APPEALS_TOKEN_MAX_HOURS (default 12): read on its own, so the token check need not
+    load every setting for each request."""
+    env = os.environ if env is None else env
+    raw = env.get(TOKEN_MAX_HOURS_ENV)
+    if not raw:
+        return DEFAULT_TOKEN_MAX_HOURS
+    try:
+        hours = float(raw)
+    except ValueError:
+        raise SettingsError(f"{TOKEN_MAX_HOURS_ENV} must be a number of hours, got {raw!r}") from None
+    if not 0 < hours <= 24 * 7:
+        raise SettingsError(f"{TOKEN_MAX_HOURS_ENV} must be more than 0 and at most 168 hours, "
+                            f"got {raw!r}")
+    return hours
+
+
+# --------------------------------------------------------------------------- secrets
+
+# Words that mark a value someone was meant to replace. Matched case-insensitively; `[\W_]*`
+# lets them be written with any separators (change-me, CHANGE_ME, ChangeMe, change.me).
+_PLACEHOLDER_PATTERNS = (
+    (re.compile(r"change[\W_]*me", re.I), "contains 'change me'"),
+    (re.compile(r"replace[\W_]*(me|this|with)", re.I), "contains 'replace me'"),
+    (re.compile(r"placeholder", re.I), "contains 'placeholder'"),
+    (re.compile(r"example", re.I), "contains 'example'"),
+    (re.compile(r"insecure", re.I), "contains 'insecure'"),
+    (re.compile(r"dummy|fixme", re.I), "contains 'dummy' or 'fixme'"),
+    (re.compile(r"(your|my|some)[\W_]*(jwt[\W_]*)?(secret|password|key)", re.I),
+     "contains 'your secret' or the like"),
+)
+# Written-out words that are a secret only when little else is there: a value that contains
+# one of them and hardly any digits (a phrase, not random text) is a placeholder.
+_WEAK_WORDS = re.compile(r"secret|passw(or)?d|default|sample|letmein", re.I)
+MIN_DISTINCT_CHARACTERS = 8
+
+
+def placeholder_reason(value: str) -> str | None:
+    """Why `value` looks like a placeholder rather than a secret, or None. Never echoes it."""
+    for pattern, reason in _PLACEHOLDER_PATTERNS:
+        if pattern.search(value):
+            return reason
+    word = _WEAK_WORDS.search(value)
+    if word and sum(c.isdigit() for c in value) < 8:
+        return f"a phrase with the word '{word.group(0).lower()}'"
+    if len(set(value)) < MIN_DISTINCT_CHARACTERS:
+        return f"fewer than {MIN_DISTINCT_CHARACTERS} different characters"
+    return None
+
+
+def jwt_secret_problem(secret: str | None) -> str | None:
+    """What is wrong with a JWT secret (never the secret itself), or None when it will do."""
+    if not secret:
+        return "is not set"
+    if secret == DEV_JWT_SECRET:
+        return "is not set (the built-in development value is in use)"
+    size = len(secret.encode("utf-8"))
+    if size < MIN_JWT_SECRET_BYTES:
+        return f"is {size} bytes long; at least {MIN_JWT_SECRET_BYTES} are needed"
+    reason = placeholder_reason(secret)
+    if reason:
+        return f"looks like a placeholder ({reason})"
+    return None
+
+
+def check_service_start(settings: Settings) -> list[str]:
+    """The check every start of a service makes (`appeals run`, `appeals up`): raises
+    SettingsError for an unset, default, placeholder or short APPEALS_JWT_SECRET unless
+    APPEALS_DEV_MODE=1; returns the warnings to show (development mode)."""
+    problem = jwt_secret_problem(settings.jwt_secret)
+    if problem is None:
+        return []
+    if settings.dev_mode:
+        return [f"DEVELOPMENT MODE ({DEV_MODE_ENV}=1): APPEALS_JWT_SECRET {problem}. Anyone who "
+                "knows it can mint any token: never run like this where others can reach the "
+                "services"]
+    raise SettingsError(
+        f"APPEALS_JWT_SECRET {problem}: refusing to start. Set it to a long random value, the "
+        "same for every service, e.g. APPEALS_JWT_SECRET=$(openssl rand -hex 32) "
+        f"(on a development machine {DEV_MODE_ENV}=1 accepts the built-in one)")
 
 
 def _date(env: dict[str, str], key: str, default: date) -> date:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -39,7 +40,8 @@ from appeals_common.launcher import SuiteProcesses  # noqa: E402
 from appeals_common.provisioning import delete_users  # noqa: E402
 from bench.scratch import drop_database  # noqa: E402
 
-SECRET = "bench-secret-" + uuid.uuid4().hex
+# A fresh random JWT secret per run: services refuse a short or placeholder one.
+SECRET = secrets.token_hex(32)
 DEPTS = ("swj", "scjgj", "zjj", "zrzyj", "rsj", "jrb", "czj", "swtcj", "zwfwzx")
 TITLES = ("退税办理咨询", "营业执照变更", "施工许可进度", "社保补贴申领", "融资担保需求", "其他诉求")
 

@@ -1,9 +1,12 @@
-"""RabbitMQ users and permissions from the registries (DESIGN §5, permissions).
+"""RabbitMQ users and permissions from the registries (DESIGN §5, §9), and the services'
+own PostgreSQL roles.
 
-The first tests check the generated definitions without a broker. The rest provision
-this run's users (prefixed with the run id) into the test vhost with `appeals provision
-apply` and then try, with plain pika, what each user may and may not do. Users are
-deleted at the end.
+The first tests check the generated definitions and the password rules without a broker.
+The rest provision this run's users (prefixed with the run id) into the test vhost with
+`appeals provision apply` and then try, with plain pika, what each user may and may not
+do: departments and sources, each service's own user (in a vhost of their own, so their
+messages reach no running service) and the topology user. Users are deleted at the end.
+The last tests make each service's role and database on the real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -35,23 +38,35 @@ from appeals_common.provisioning import (
     apply_grants,
     build_definitions,
     build_grants,
+    check_passwords,
     choose_backend,
     delete_users,
+    generate_password,
     grants_from_config,
     hash_password,
     load_passwords,
+    password_env_name,
+    passwords_from_env,
     resolve_passwords,
+    select_grants,
     verify_password,
     vhost_from_uri,
 )
 from appeals_common.registries import load_departments, load_source_systems
-from appeals_common.settings import ROOT, load_settings
+from appeals_common.settings import ROOT, SERVICES, load_settings
 from appeals_common.topology import apply_topology, build_topology
 from tests.conftest import RABBIT_HOST, RABBIT_MGMT, RUN_ID
 
 CONFIG = ROOT / "config"
 EXAMPLE = ROOT / "deploy" / "rabbitmq" / "definitions.example.json"
 PREFIX = f"t{RUN_ID}-"
+TOPOLOGY_USER = "appeals-topology"
+SERVICE_USERS = {f"svc-{s}" for s in SERVICES}
+
+
+def _strong() -> str:
+    """A password the provisioning accepts, its own for each call."""
+    return generate_password()
 
 
 # ----------------------------------------------------------------- definitions, no broker
@@ -60,7 +75,7 @@ PREFIX = f"t{RUN_ID}-"
 def _definitions(passwords: dict[str, str] | None = None, vhost: str = "appeals") -> dict[str, Any]:
     grants = grants_from_config(CONFIG)
     if passwords is None:
-        passwords = {g.name: f"pw-{g.name}" for g in grants}
+        passwords = {g.name: _strong() for g in grants}
     return build_definitions(grants, vhost, passwords)
 
 
@@ -71,10 +86,12 @@ def _by_user(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def test_definitions_have_one_user_per_department_and_source_and_the_suite():
+def test_definitions_have_one_user_per_department_source_and_service_and_the_topology_user():
     departments, sources = load_departments(CONFIG), load_source_systems(CONFIG)
     doc = _definitions()
-    expected = {"appeals-suite"} | {f"dept-{c}" for c in departments} | {f"src-{n}" for n in sources}
+    expected = {TOPOLOGY_USER} | SERVICE_USERS | {f"dept-{c}" for c in departments} \
+        | {f"src-{n}" for n in sources}
+    assert "guest" not in {u["name"] for u in doc["users"]}
     assert {u["name"] for u in doc["users"]} == expected
     assert len(doc["users"]) == len(expected)
     assert doc["vhosts"] == [{"name": "appeals"}]
@@ -100,14 +117,28 @@ def test_definitions_permissions_follow_the_design():
     assert topics["src-hotline_12345"] == [{
         "user": "src-hotline_12345", "vhost": "appeals", "exchange": "appeals.inbound",
         "write": r"^appeal\.submit\.hotline_12345$", "read": ""}]
-    assert perms["appeals-suite"]["configure"] == perms["appeals-suite"]["write"] \
-        == perms["appeals-suite"]["read"] == ".*"
-    assert "appeals-suite" not in topics
-    # Nobody but the suite may declare, bind or delete anything.
-    assert {u for u, p in perms.items() if p["configure"]} == {"appeals-suite"}
-    # Every department and source has exactly one topic permission.
+    assert perms[TOPOLOGY_USER]["configure"] == perms[TOPOLOGY_USER]["write"] \
+        == perms[TOPOLOGY_USER]["read"] == ".*"
+    assert TOPOLOGY_USER not in topics
+    # Only the topology user declares anything broadly; a service user only its RPC queue
+    # and nameko's RPC exchange (nameko declares them itself).
+    assert {u for u, p in perms.items() if p["configure"]} == {TOPOLOGY_USER} | SERVICE_USERS
+    for service in SERVICES:
+        assert perms[f"svc-{service}"]["configure"] == rf"^(nameko\-rpc|rpc\-{service})$"
+    assert perms["svc-intake"] == {
+        "user": "svc-intake", "vhost": "appeals", "configure": r"^(nameko\-rpc|rpc\-intake)$",
+        "write": r"^(appeals\.events|appeals\.receipts|appeals\.retry\.[0-9]+ms|amq\.default|"
+                 r"nameko\-rpc|rpc\-intake)$",
+        "read": r"^(intake\.inbound|intake\.events|rpc\-intake|nameko\-rpc)$"}
+    assert perms["svc-reporting"]["write"] == \
+        r"^(appeals\.retry\.[0-9]+ms|amq\.default|nameko\-rpc|rpc\-reporting)$"
+    assert topics["svc-dispatch"] == [{
+        "user": "svc-dispatch", "vhost": "appeals", "exchange": "nameko-rpc",
+        "write": r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        "read": r"^dispatch\.\*$"}]
+    # Every department, source and service has exactly one topic permission.
     assert all(len(t) == 1 for t in topics.values())
-    assert set(topics) == set(perms) - {"appeals-suite"}
+    assert set(topics) == set(perms) - {TOPOLOGY_USER}
 
 
 def test_permission_regexes_match_only_what_they_should():
@@ -134,13 +165,14 @@ def test_permission_regexes_match_only_what_they_should():
 
 
 def test_password_hash_is_rabbitmq_salted_sha256_and_verifies():
-    doc = _definitions({g.name: f"secret-{g.name}" for g in grants_from_config(CONFIG)})
+    passwords = {g.name: _strong() for g in grants_from_config(CONFIG)}
+    doc = _definitions(passwords)
     users = {u["name"]: u for u in doc["users"]}
     for name, user in users.items():
         raw = base64.b64decode(user["password_hash"])
         assert len(raw) == 4 + 32  # 4-byte salt + SHA-256
-        assert verify_password(f"secret-{name}", user["password_hash"])
-        assert not verify_password(f"secret-{name}x", user["password_hash"])
+        assert verify_password(passwords[name], user["password_hash"])
+        assert not verify_password(passwords[name] + "x", user["password_hash"])
     # Salted: the same password hashes differently each time, and both verify.
     a, b = hash_password("same"), hash_password("same")
     assert a != b and verify_password("same", a) and verify_password("same", b)
@@ -173,13 +205,23 @@ def test_generated_passwords_are_kept_private_and_reused(tmp_path: Path):
     assert [p.name for p in creds.parent.iterdir()] == ["credentials.json"]  # no temporary left
 
 
-def test_passwords_file_yaml_or_json(tmp_path: Path):
+def test_passwords_file_yaml_or_json_or_a_directory(tmp_path: Path):
+    y, j = _strong(), _strong()
     yml = tmp_path / "pw.yaml"
-    yml.write_text("dept-zjj: 'y-secret'\nsrc-online_portal: other\n")
-    assert resolve_passwords(["dept-zjj"], yml).passwords == {"dept-zjj": "y-secret"}
+    yml.write_text(f"dept-zjj: '{y}'\nsrc-online_portal: other\n")
+    assert resolve_passwords(["dept-zjj"], yml).passwords == {"dept-zjj": y}
     js = tmp_path / "pw.json"
-    js.write_text(json.dumps({"dept-zjj": "j-secret"}))
-    assert load_passwords(js) == {"dept-zjj": "j-secret"}
+    js.write_text(json.dumps({"dept-zjj": j}))
+    assert load_passwords(js) == {"dept-zjj": j}
+    # A Kubernetes Secret mounted as a volume: a file per key, its `..data` links hidden.
+    secret = tmp_path / "secret"
+    (secret / "..2026_12_04").mkdir(parents=True)
+    (secret / "..2026_12_04" / "dept-zjj").write_text(y)
+    (secret / "..data").symlink_to("..2026_12_04")
+    (secret / "dept-zjj").symlink_to("..data/dept-zjj")
+    (secret / "svc-intake").write_text(j + "\n")
+    assert load_passwords(secret) == {"dept-zjj": y, "svc-intake": j}
+    assert resolve_passwords(["svc-intake"], secret).passwords == {"svc-intake": j}
     with pytest.raises(ProvisioningError, match="no password for dept-jrb"):
         resolve_passwords(["dept-zjj", "dept-jrb"], js)
     bad = tmp_path / "bad.yaml"
@@ -194,16 +236,197 @@ def test_cli_definitions_prints_hashes_not_passwords(tmp_path: Path, capsys, mon
     monkeypatch.delenv("APPEALS_AMQP_URI", raising=False)
     creds = tmp_path / "credentials.json"
     assert cli.main(["provision", "definitions", "--credentials-file", str(creds),
-                     "--suite-user", "svc"]) == 0
+                     "--topology-user", "ops"]) == 0
     out = capsys.readouterr()
     doc = json.loads(out.out)
     passwords = json.loads(creds.read_text())
     assert {u["name"] for u in doc["users"]} == set(passwords)
-    assert doc["vhosts"] == [{"name": "/"}] and "svc" in passwords
+    assert doc["vhosts"] == [{"name": "/"}] and "ops" in passwords and "guest" not in passwords
     for user in doc["users"]:
         assert verify_password(passwords[user["name"]], user["password_hash"])
     for password in passwords.values():
         assert password not in out.out and password not in out.err
+
+
+def test_placeholder_short_and_shared_passwords_are_refused_naming_only_the_users(tmp_path):
+    shared = _strong()
+    passwords = {"svc-intake": "CHANGE-ME-svc-intake-0000", "dept-zjj": "Tr0ub4dor&3",
+                 "dept-jrb": shared, "src-online_portal": shared, "svc-dispatch": _strong(),
+                 "appeals_intake": "an-example-password-here", "dept-czj": "x" * 20}
+    with pytest.raises(ProvisioningError) as exc:
+        check_passwords(passwords)
+    message = str(exc.value)
+    assert "a placeholder: appeals_intake, dept-czj, svc-intake" in message
+    assert "shorter than 16 characters: dept-zjj" in message
+    assert "the same password for dept-jrb, src-online_portal" in message
+    assert "svc-dispatch" not in message
+    for password in passwords.values():
+        assert password not in message
+    check_passwords({"a": _strong(), "b": _strong()})
+    # Wherever passwords come from: a file, the definitions, an apply (before any broker).
+    pw_file = tmp_path / "pw.yaml"
+    pw_file.write_text("".join(f"{u}: '{p}'\n" for u, p in passwords.items()))
+    with pytest.raises(ProvisioningError, match="svc-intake"):
+        resolve_passwords(["svc-intake", "svc-dispatch"], pw_file)
+    grants = build_grants(["zjj"], [])
+    weak = {g.name: "CHANGE-ME" for g in grants}
+    with pytest.raises(ProvisioningError, match="placeholder"):
+        build_definitions(grants, "/", weak)
+    with pytest.raises(ProvisioningError, match="placeholder"):
+        apply_grants(grants, "/", weak, backend=_FakeBroker())
+
+
+def test_the_kubernetes_secret_placeholders_are_refused_until_edited():
+    import yaml
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy/k8s/secret.yaml").read_text(encoding="utf-8")))
+    passwords = next(d for d in docs if d["metadata"]["name"] == "appeals-passwords")["stringData"]
+    assert len(set(passwords.values())) == len(passwords)  # each its own placeholder
+    with pytest.raises(ProvisioningError) as exc:
+        check_passwords(passwords)
+    assert "svc-intake" in str(exc.value) and "appeals_reporting" in str(exc.value)
+
+
+def test_passwords_from_the_environment(monkeypatch):
+    assert password_env_name("svc-intake") == "APPEALS_PASSWORD_SVC_INTAKE"
+    assert password_env_name("src-hotline_12345") == "APPEALS_PASSWORD_SRC_HOTLINE_12345"
+    assert password_env_name("appeals_intake") == "APPEALS_PASSWORD_APPEALS_INTAKE"
+    a, b = _strong(), _strong()
+    env = {"APPEALS_PASSWORD_SVC_INTAKE": a, "APPEALS_PASSWORD_DEPT_ZJJ": b}
+    assert passwords_from_env(["svc-intake", "dept-zjj"], env).passwords == {
+        "svc-intake": a, "dept-zjj": b}
+    with pytest.raises(ProvisioningError, match="set APPEALS_PASSWORD_DEPT_JRB"):
+        passwords_from_env(["dept-zjj", "dept-jrb"], env)
+    with pytest.raises(ProvisioningError, match="the same password for dept-zjj, svc-intake"):
+        passwords_from_env(["svc-intake", "dept-zjj"], {**env, "APPEALS_PASSWORD_DEPT_ZJJ": a})
+
+
+def test_users_can_be_selected_by_pattern():
+    grants = grants_from_config(CONFIG)
+    chosen = select_grants(grants, "appeals-topology, svc-*,dept-zjj")
+    assert [g.name for g in chosen] == [TOPOLOGY_USER, *sorted(SERVICE_USERS, key=[
+        f"svc-{s}" for s in SERVICES].index), "dept-zjj"]
+    assert select_grants(grants, None) == grants
+    with pytest.raises(ProvisioningError, match="no user matches dept-nobody"):
+        select_grants(grants, "svc-*,dept-nobody")
+
+
+def test_guest_is_never_provisioned_nor_in_the_definitions():
+    with pytest.raises(ProvisioningError, match="guest"):
+        build_grants([], [], topology_user="guest")
+    doc = build_definitions(grants_from_config(CONFIG), "/", None)
+    assert "guest" not in {u["name"] for u in doc["users"]}
+    assert "guest" not in {p["user"] for p in doc["permissions"]}
+
+
+class _FakeBroker:
+    """A broker's state and what apply_grants asks of it, for the guest decision."""
+
+    name = "fake"
+
+    def __init__(self, local: bool = True, user: str = "admin", guest: bool = True) -> None:
+        from appeals_common.provisioning import BrokerState
+
+        self.local, self.user = local, user
+        self.state_now = BrokerState({"guest": {"name": "guest"}} if guest else {}, {}, {})
+        self.deleted: list[str] = []
+        self.changed = False
+
+    def is_local(self) -> bool:
+        return self.local
+
+    def vhost_exists(self, vhost: str) -> bool:
+        return True
+
+    def state(self, vhost: str) -> Any:
+        return self.state_now
+
+    def put_users(self, users: list) -> None:
+        self.changed = self.changed or bool(users)
+
+    def put_permissions(self, vhost: str, permissions: list) -> None:
+        self.changed = self.changed or bool(permissions)
+
+    def put_topic_permissions(self, vhost: str, topic_permissions: list) -> None:
+        pass
+
+    def clear_topic_permissions(self, vhost: str, user: str, exchanges: list) -> None:
+        pass
+
+    def delete_users(self, names: list[str]) -> None:
+        self.deleted += names
+
+
+@pytest.mark.parametrize(("local", "remove_guest", "had_guest", "outcome"), [
+    (False, None, True, "removed"),   # a broker elsewhere: guest goes by default
+    (False, None, False, "absent"),
+    (True, None, True, "kept"),       # this machine: guest is loopback-only anyway
+    (False, False, True, "kept"),     # --keep-guest
+    (True, True, True, "removed"),    # --remove-guest
+])
+def test_guest_is_removed_from_a_broker_elsewhere(local, remove_guest, had_guest, outcome):
+    grants = build_grants(["zjj"], [])
+    broker = _FakeBroker(local=local, guest=had_guest)
+    report = apply_grants(grants, "appeals", {g.name: _strong() for g in grants}, broker,
+                          remove_guest=remove_guest)
+    assert report.guest == outcome
+    assert broker.deleted == (["guest"] if outcome == "removed" else [])
+    assert any("guest" in line for line in report.lines())
+
+
+def test_guest_removal_is_refused_when_guest_is_the_admin_connecting():
+    grants = build_grants(["zjj"], [])
+    broker = _FakeBroker(local=False, user="guest")
+    with pytest.raises(ProvisioningError, match="create an administrator of your own"):
+        apply_grants(grants, "appeals", {g.name: _strong() for g in grants}, broker)
+    assert not broker.changed and broker.deleted == []
+    assert not ManagementBackend("http://admin:pw@rabbitmq:15672").is_local()
+    assert ManagementBackend("http://admin:pw@127.0.0.1:15672").is_local()
+    assert ManagementBackend("http://localhost:15672").user == "guest"
+
+
+def test_scram_verifier_matches_rfc_7677():
+    """The verifier PostgreSQL stores, checked against RFC 7677's SCRAM-SHA-256 exchange
+    (user "user", password "pencil"): the client proof and server signature it derives
+    are the RFC's."""
+    import hashlib
+    import hmac
+
+    from appeals_common.provisioning import scram_sha256
+
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    verifier = scram_sha256("pencil", salt, 4096)
+    head, keys = verifier.split("$", 1)[1].split("$")
+    assert head == "4096:W22ZaJ0SNY7soEsUEjb6gQ=="
+    stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
+    auth_message = (b"n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)"
+                    b"hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,"
+                    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0")
+    signature = hmac.new(stored_key, auth_message, hashlib.sha256).digest()
+    proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
+    assert hashlib.sha256(client_key).digest() == stored_key
+    assert base64.b64encode(hmac.new(server_key, auth_message, hashlib.sha256).digest()) == \
+        b"6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+
+def test_database_script_holds_verifiers_not_passwords(tmp_path, capsys):
+    from appeals_common.provisioning import database_grants, database_sql
+
+    grants = database_grants()
+    passwords = {g.role: _strong() for g in grants}
+    script = database_sql(grants, passwords)
+    for g in grants:
+        assert f"ALTER DATABASE {g.database} OWNER TO {g.role};" in script
+        assert f"REVOKE ALL ON DATABASE {g.database} FROM PUBLIC;" in script
+        assert passwords[g.role] not in script
+    assert script.count("PASSWORD 'SCRAM-SHA-256$4096:") == len(SERVICES)
+    pw_file = tmp_path / "pw.json"
+    pw_file.write_text(json.dumps(passwords))
+    assert cli.main(["provision", "database", "--print-sql", "--passwords-file", str(pw_file)]) == 0
+    out = capsys.readouterr().out
+    assert "CREATE DATABASE appeals_intake OWNER appeals_intake" in out
+    assert not any(p in out for p in passwords.values())
 
 
 # ----------------------------------------------------------------- the real broker
@@ -475,8 +698,8 @@ def test_source_cannot_change_topology(provisioned, login, guest, action):
     guest.exchange_declare("appeals.inbound", passive=True)
 
 
-def test_suite_user_has_full_rights(provisioned, login):
-    with login("appeals-suite") as conn:
+def test_topology_user_has_full_rights(provisioned, login):
+    with login(TOPOLOGY_USER) as conn:
         ch = conn.channel()
         name = f"{PREFIX}suite-scratch"
         ch.exchange_declare(name, exchange_type="topic", auto_delete=True)
@@ -511,11 +734,11 @@ def test_apply_rotates_passwords_and_removes_stray_topic_permissions(vhost, prov
     user = f"{prefix}dept-zjj"
     cleanup_users.extend(g.name for g in grants)
     api = choose_backend(backend, RABBIT_MGMT)
-    first = {g.name: f"first-{uuid.uuid4().hex}" for g in grants}
+    first = {g.name: _strong() for g in grants}
     report = apply_grants(grants, vhost, first, api)
     assert set(report.users.values()) == {"created"}
 
-    second = dict(first, **{user: f"second-{uuid.uuid4().hex}"})
+    second = dict(first, **{user: _strong()})
     pw_file = tmp_path / "passwords.yaml"
     pw_file.write_text("".join(f"{n}: '{p}'\n" for n, p in second.items()))
     assert resolve_passwords(list(second), pw_file).passwords == second
@@ -527,7 +750,8 @@ def test_apply_rotates_passwords_and_removes_stray_topic_permissions(vhost, prov
                  {"exchange": "amq.topic", "write": ".*", "read": ".*"})
     assert "amq.topic" in api.state(vhost).topic_permissions[user]
     report = apply_grants(grants, vhost, second, api)
-    assert report.users == {f"{prefix}appeals-suite": "unchanged", user: "updated"}
+    assert report.users == {**{f"{prefix}{u}": "unchanged" for u in {TOPOLOGY_USER} | SERVICE_USERS},
+                            user: "updated"}
     assert report.topic_permissions[user] == "set"
     state = api.state(vhost)
     assert set(state.topic_permissions[user]) == {"appeals.replies"}
@@ -547,7 +771,7 @@ def test_definitions_import_into_the_broker_and_the_hashes_log_in(vhost, provisi
     prefix = f"{PREFIX}imp-"
     grants = build_grants(["zjj"], ["hotline_12345"], prefix=prefix)
     cleanup_users.extend(g.name for g in grants)
-    passwords = {g.name: f"imported-{uuid.uuid4().hex}" for g in grants}
+    passwords = {g.name: _strong() for g in grants}
     doc = build_definitions(grants, vhost, passwords)
     api = choose_backend("auto", RABBIT_MGMT)
     if isinstance(api, ManagementBackend):
@@ -574,5 +798,352 @@ def test_definitions_import_into_the_broker_and_the_hashes_log_in(vhost, provisi
 def test_apply_refuses_a_missing_vhost(provisioned):
     grants = build_grants([], [], prefix=f"{PREFIX}none-")
     with pytest.raises(ProvisioningError, match="does not exist"):
-        apply_grants(grants, f"{PREFIX}no-such-vhost", {g.name: "x" for g in grants},
+        apply_grants(grants, f"{PREFIX}no-such-vhost", {g.name: _strong() for g in grants},
                      management_url=RABBIT_MGMT)
+
+
+# ----------------------------------------------------------------- the services' own users
+#
+# In a vhost of their own (same users, same grants), so that what they publish reaches no
+# service of this run. nameko's RPC exchange and each service's RPC queue are there as
+# nameko declares them.
+
+RPC_EXCHANGE = "nameko-rpc"
+
+
+@pytest.fixture(scope="module")
+def service_vhost(provisioned) -> Iterator[str]:
+    from appeals_common.amqp_tools import manage_vhost
+
+    name = f"appeals-perm-{RUN_ID}"
+    manage_vhost("add", name, management_url=RABBIT_MGMT)
+    uri = f"amqp://guest:guest@{RABBIT_HOST}:5672/{urllib.parse.quote(name, safe='')}"
+    settings = load_settings()
+    with blocking_channel(uri) as channel:
+        apply_topology(channel, build_topology(
+            load_departments(settings.config_dir), load_source_systems(settings.config_dir),
+            settings.queue_type, settings.retry_delays_ms))
+        channel.exchange_declare(RPC_EXCHANGE, exchange_type="topic", durable=True)
+        for service in SERVICES:
+            channel.queue_declare(f"rpc-{service}", durable=True)
+            channel.queue_bind(f"rpc-{service}", RPC_EXCHANGE, routing_key=f"{service}.*")
+    report = apply_grants(provisioned["grants"], name, provisioned["passwords"],
+                          management_url=RABBIT_MGMT)
+    assert report.guest == "kept"  # a broker on this machine: the tests' guest stays
+    yield name
+    manage_vhost("delete", name, management_url=RABBIT_MGMT)
+
+
+@pytest.fixture
+def login_to(provisioned, service_vhost):
+    def make(name: str) -> contextlib.AbstractContextManager[pika.BlockingConnection]:
+        user = PREFIX + name
+        return _as_user(user, provisioned["passwords"][user], service_vhost)
+    return make
+
+
+def _guest_channel(vhost: str) -> contextlib.AbstractContextManager[Any]:
+    return blocking_channel(f"amqp://guest:guest@{RABBIT_HOST}:5672/{urllib.parse.quote(vhost, safe='')}")
+
+
+def _rpc_request(reply_to: str | None = None) -> pika.BasicProperties:
+    return pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                message_id=uuid.uuid4().hex, correlation_id=str(uuid.uuid4()),
+                                reply_to=reply_to or str(uuid.uuid4()))
+
+
+@pytest.mark.parametrize("how", ["rpc_exchange", "default_exchange", "own_reply_queue"])
+def test_a_department_cannot_call_the_services_rpc(login_to, service_vhost, how):
+    body = b'{"args": ["WH-2026-000001"], "kwargs": {}}'
+    with login_to("dept-zjj") as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
+            if how == "rpc_exchange":  # as nameko's ClusterRpcProxy would
+                ch.basic_publish(RPC_EXCHANGE, "intake.get", body, _rpc_request())
+            elif how == "default_exchange":  # straight into intake's RPC queue
+                ch.basic_publish("", "rpc-intake", body, _rpc_request())
+            else:  # a reply queue to hear the answer on
+                ch.queue_declare(f"rpc.reply-{PREFIX}dept-{uuid.uuid4()}", exclusive=True)
+        words = {"rpc_exchange": "access to exchange 'nameko-rpc'",
+                 "default_exchange": "access to exchange 'amq.default'",
+                 "own_reply_queue": "access to queue"}[how]
+        _refused(exc, ch, words)
+    with _guest_channel(service_vhost) as guest:
+        assert guest.queue_declare("rpc-intake", passive=True).method.message_count == 0
+
+
+def _dlq(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_user_can_do_what_its_service_does(login_to, service_vhost, service):
+    from appeals_common.provisioning import SERVICE_PUBLISHES, service_queues
+
+    settings = load_settings()
+    queues = service_queues(service)
+    assert queues
+    with login_to(f"svc-{service}") as conn:
+        ch = conn.channel()
+        # nameko's RPC entrypoint: declare the exchange and the service's queue, bind, consume.
+        ch.exchange_declare(RPC_EXCHANGE, exchange_type="topic", durable=True)
+        ch.queue_declare(f"rpc-{service}", durable=True)
+        ch.queue_bind(f"rpc-{service}", RPC_EXCHANGE, routing_key=f"{service}.*")
+        ch.basic_consume(f"rpc-{service}", lambda *a: None)
+        # Its consumers, and the dead-letter depth /metrics reads (a passive declare).
+        for queue in queues:
+            ch.basic_get(queue)
+            ch.basic_consume(queue, lambda *a: None)
+            assert ch.queue_declare(_dlq(queue), passive=True).method.message_count >= 0
+        ch.confirm_delivery()
+        # Its outbox, the retry delays and dead letters of its queues, an RPC reply.
+        for exchange in SERVICE_PUBLISHES[service]:
+            ch.basic_publish(exchange, "permission.probe", b"{}", _props())
+        for delay in settings.retry_delays_ms:
+            ch.basic_publish(f"appeals.retry.{delay}ms", queues[0], b"{}", _props())
+        for queue in queues:
+            ch.basic_publish("", _dlq(queue), b"{}", _props())
+        ch.basic_publish(RPC_EXCHANGE, str(uuid.uuid4()), b'{"result": 1, "error": null}', _props())
+        assert ch.is_open
+    if service == "intake":  # a rejected message's raw copy
+        with login_to("svc-intake") as conn:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            ch.basic_publish("", "appeals.inbound.rejected", b"{}", _props())
+
+
+def _service_refusals() -> list[Any]:
+    cases = []
+    for service, other in zip(SERVICES, SERVICES[1:] + SERVICES[:1], strict=True):
+        from appeals_common.provisioning import service_queues
+
+        for action, arg in [
+            ("read", service_queues(other)[0]),       # another service's queue
+            ("read", "dispatch.zjj"),                  # a department's queue
+            ("read", _dlq(service_queues(service)[0])),  # dead letters are the operator's
+            ("declare_queue", f"rpc-{other}"),         # another service's RPC queue
+            ("bind_rpc", "#"),                         # every RPC request to its own queue
+            ("bind_rpc", f"{other}.*"),                # another service's RPC requests
+            ("rpc_request", f"{other}.get"),           # calling another service
+            ("rpc_request", f"{service}.get"),         # or itself
+            ("publish", "appeals.replies"),            # posing as a department
+            ("publish", "appeals.inbound"),            # posing as a source system
+            ("declare_exchange", "appeals.events"),
+            ("delete_queue", service_queues(service)[0]),
+        ]:
+            cases.append(pytest.param(service, action, arg, id=f"{service}-{action}-{arg}"))
+    cases.append(pytest.param("reporting", "publish", "appeals.events",
+                              id="reporting-publish-appeals.events"))
+    cases.append(pytest.param("intake", "publish", "appeals.dispatch",
+                              id="intake-publish-appeals.dispatch"))
+    cases.append(pytest.param("dispatch", "publish", "appeals.receipts",
+                              id="dispatch-publish-appeals.receipts"))
+    return cases
+
+
+@pytest.mark.parametrize(("service", "action", "arg"), _service_refusals())
+def test_a_service_user_cannot_touch_what_is_not_its_services(login_to, service_vhost, service,
+                                                               action, arg):
+    with login_to(f"svc-{service}") as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as exc:
+            if action == "read":
+                ch.basic_get(arg)
+            elif action == "declare_queue":
+                ch.queue_declare(arg, durable=True)
+            elif action == "bind_rpc":
+                ch.queue_bind(f"rpc-{service}", RPC_EXCHANGE, routing_key=arg)
+            elif action == "rpc_request":
+                ch.basic_publish(RPC_EXCHANGE, arg, b'{"args": [], "kwargs": {}}', _rpc_request())
+            elif action == "publish":
+                ch.basic_publish(arg, "dept.zjj.sign", b"{}", _props())
+            elif action == "declare_exchange":
+                ch.exchange_declare(arg, exchange_type="topic", durable=True)
+            else:
+                ch.queue_delete(arg)
+        expected = {"read": f"access to queue '{arg}'", "declare_queue": f"access to queue '{arg}'",
+                    "delete_queue": f"access to queue '{arg}'",
+                    "bind_rpc": f"access to topic '{arg}' in exchange 'nameko-rpc'",
+                    "rpc_request": f"access to topic '{arg}' in exchange 'nameko-rpc'",
+                    "publish": f"access to exchange '{arg}'",
+                    "declare_exchange": f"access to exchange '{arg}'"}[action]
+        _refused(exc, ch, expected)
+    with _guest_channel(service_vhost) as guest:
+        for s in SERVICES:
+            assert guest.queue_declare(f"rpc-{s}", passive=True).method.message_count == 0
+
+
+def test_the_topology_user_may_call_rpc(login_to, service_vhost):
+    with login_to(TOPOLOGY_USER) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(RPC_EXCHANGE, "reporting.summary", b'{"args": [], "kwargs": {}}',
+                         _rpc_request())
+    with _guest_channel(service_vhost) as guest:
+        assert guest.queue_declare("rpc-reporting", passive=True).method.message_count == 1
+        guest.queue_purge("rpc-reporting")
+
+
+def test_a_service_started_as_its_own_user_leaves_the_topology_to_the_topology_user(
+        provisioned, service_vhost, monkeypatch, caplog):
+    import logging
+
+    from appeals_common.runner import _apply_topology
+
+    user = f"{PREFIX}svc-intake"
+    monkeypatch.setenv("APPEALS_AMQP_URI", f"amqp://{user}:{provisioned['passwords'][user]}@"
+                       f"{RABBIT_HOST}:5672/{urllib.parse.quote(service_vhost, safe='')}")
+    with caplog.at_level(logging.WARNING):
+        _apply_topology("intake", logging.getLogger("test"))
+    assert "may not declare the topology" in caplog.text
+
+
+def test_guest_removal_is_refused_on_the_real_broker_when_guest_is_the_admin(provisioned, vhost):
+    api = ManagementBackend(RABBIT_MGMT)
+    if api.user != "guest":
+        pytest.skip("the tests' management URL does not log in as guest")
+    grants = build_grants([], [], prefix=f"{PREFIX}noguest-")
+    with pytest.raises(ProvisioningError, match="guest"):
+        apply_grants(grants, vhost, {g.name: _strong() for g in grants}, api, remove_guest=True)
+    assert "guest" in api.state(vhost).users
+    assert not set(api.state(vhost).users) & {g.name for g in grants}
+
+
+# ----------------------------------------------------------------- PostgreSQL roles
+
+@pytest.fixture(scope="module")
+def service_databases(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """`appeals provision database` for this run's roles (t<run>_appeals_<service>), over a
+    database left from before: intake's, created by the superuser with a table it owns."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from appeals_common.provisioning import database_grants
+    from tests.conftest import PG_BASE
+
+    prefix = f"t{RUN_ID}_"
+    grants = database_grants(prefix)
+    admin_url = f"{PG_BASE}/postgres"
+
+    def connect(database: str = "postgres") -> Any:
+        url = make_url(admin_url).set(drivername="postgresql", database=database)
+        conn = psycopg2.connect(url.render_as_string(hide_password=False))
+        conn.autocommit = True
+        return conn
+
+    intake = grants[0]
+    with contextlib.closing(connect()) as admin:
+        admin.cursor().execute(f'CREATE DATABASE "{intake.database}"')
+    legacy = connect(intake.database)
+    legacy.cursor().execute("CREATE TABLE legacy (id serial PRIMARY KEY, note text)")
+    legacy.close()
+    passwords = {g.role: _strong() for g in grants}
+    pw_file = tmp_path_factory.mktemp("db") / "passwords.json"
+    pw_file.write_text(json.dumps(passwords))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(["provision", "database", "--prefix", prefix, "--admin-url", admin_url,
+                       "--passwords-file", str(pw_file)])
+    try:
+        yield {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue(), "grants": grants,
+               "passwords": passwords, "pw_file": pw_file, "admin_url": admin_url,
+               "prefix": prefix, "connect": connect}
+    finally:
+        admin = connect()
+        with admin.cursor() as cur:
+            for g in grants:
+                cur.execute(f'DROP DATABASE IF EXISTS "{g.database}" WITH (FORCE)')
+            for g in grants:
+                cur.execute(f'DROP ROLE IF EXISTS "{g.role}"')
+        admin.close()
+
+
+def _as_role(grant: Any, password: str, database: str | None = None) -> Any:
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import PG_BASE
+
+    url = make_url(PG_BASE).set(drivername="postgresql", username=grant.role, password=password,
+                                database=database or grant.database)
+    return psycopg2.connect(url.render_as_string(hide_password=False))
+
+
+def test_each_service_role_owns_its_own_database_and_nothing_more(service_databases):
+    db = service_databases
+    assert db["rc"] == 0, db["stderr"]
+    for password in db["passwords"].values():
+        assert password not in db["stdout"] + db["stderr"]
+    with contextlib.closing(db["connect"]()) as admin, admin.cursor() as cur:
+        for g in db["grants"]:
+            assert g.role in db["stdout"]
+            cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                        (g.database,))
+            assert cur.fetchone() == (g.role,)
+            cur.execute("SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolpassword "
+                        "FROM pg_authid WHERE rolname = %s", (g.role,))
+            login, superuser, createdb, createrole, stored = cur.fetchone()
+            assert login and not (superuser or createdb or createrole)
+            assert stored.startswith("SCRAM-SHA-256$4096:")  # never the password itself
+            from appeals_common.provisioning import scram_sha256
+            salt = base64.b64decode(stored.split("$")[1].split(":")[1])
+            assert scram_sha256(db["passwords"][g.role], salt) == stored
+            for other in db["grants"]:
+                cur.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')",
+                            (other.role, g.database))
+                assert cur.fetchone() == (other is g,), (other.role, g.database)
+
+
+def test_a_service_role_cannot_connect_to_another_services_database(service_databases):
+    import psycopg2
+
+    intake, dispatch = service_databases["grants"][:2]
+    with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+        _as_role(dispatch, service_databases["passwords"][dispatch.role], intake.database)
+
+
+def test_a_service_runs_as_its_role_and_takes_over_what_was_there(service_databases):
+    from sqlalchemy import MetaData, text
+    from sqlalchemy.engine import make_url
+
+    from appeals_common.db import Store, reliability_tables
+    from tests.conftest import PG_BASE
+
+    intake = service_databases["grants"][0]
+    with contextlib.closing(service_databases["connect"](intake.database)) as conn, \
+            conn.cursor() as cur:
+        cur.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname IN "
+                    "('legacy', 'legacy_id_seq')")
+        assert [r[0] for r in cur.fetchall()] == [intake.role, intake.role]
+    url = make_url(PG_BASE).set(username=intake.role, password=service_databases["passwords"][
+        intake.role], database=intake.database).render_as_string(hide_password=False)
+    metadata = MetaData()
+    reliability_tables(metadata)
+    store = Store(url.replace(intake.database, f"{service_databases['prefix']}appeals_{{service}}")
+                  .replace("{service}", "intake"), metadata, producer="intake")
+    try:
+        store.create_schema()  # the database exists: the role need not create databases
+        with store.engine.begin() as conn:
+            conn.execute(text("INSERT INTO legacy (note) VALUES ('mine now')"))
+            conn.execute(text("ALTER TABLE legacy ADD COLUMN IF NOT EXISTS more text"))
+    finally:
+        store.dispose()
+
+
+def test_provisioning_the_databases_again_changes_nothing_and_refuses_weak_passwords(
+        service_databases, tmp_path, capsys):
+    db = service_databases
+    assert cli.main(["provision", "database", "--prefix", db["prefix"], "--admin-url",
+                     db["admin_url"], "--passwords-file", str(db["pw_file"])]) == 0
+    out = capsys.readouterr().out
+    assert out.count("role updated") == len(SERVICES) and "(existing)" in out
+    weak = tmp_path / "weak.json"
+    weak.write_text(json.dumps({g.role: "CHANGE-ME-" + g.role for g in db["grants"]}))
+    assert cli.main(["provision", "database", "--prefix", db["prefix"], "--admin-url",
+                     db["admin_url"], "--passwords-file", str(weak)]) == 1
+    err = capsys.readouterr().err
+    assert "a placeholder" in err and db["grants"][0].role in err and "CHANGE-ME-" not in err
+    for g in db["grants"]:  # still the old passwords
+        _as_role(g, db["passwords"][g.role]).close()

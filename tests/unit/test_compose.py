@@ -7,6 +7,7 @@ binary exists, `docker compose config -q` validates the file against the Compose
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -17,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from appeals_common.settings import DEFAULT_HTTP_PORTS, SERVICES, load_settings
+from appeals_common.provisioning import check_passwords, password_env_name, select_grants
+from appeals_common.settings import DEFAULT_HTTP_PORTS, SERVICES, check_service_start, load_settings
 from tests.tools import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +58,22 @@ def _depends_on(service: dict[str, Any]) -> dict[str, str]:
     return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
 
 
+REQUIRED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]*\}")
+DEFAULTED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}")
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """What compose makes of a value, given the environment (required ones must be there)."""
+    value = REQUIRED.sub(lambda m: env[m.group(1)], value)
+    return DEFAULTED.sub(lambda m: env.get(m.group(1)) or m.group(2), value)
+
+
+def _fake_env(text: str) -> dict[str, str]:
+    """A distinct value for every required variable, as deploy/compose-env.sh makes them."""
+    return {name: f"{i:02d}" + "a1b2c3d4e5f60789" * 4 for i, name in
+            enumerate(sorted(set(REQUIRED.findall(text))))}
+
+
 def _healthcheck_text(service: dict[str, Any]) -> str:
     test = service["healthcheck"]["test"]
     return test if isinstance(test, str) else " ".join(test)
@@ -69,7 +87,8 @@ def test_compose_spec_file_has_no_version_key(compose: dict[str, Any]) -> None:
 
 
 def test_all_components_are_present(services: dict[str, Any]) -> None:
-    expected = {"rabbitmq", "postgres", "topology", "prometheus", "grafana", *SERVICES}
+    expected = {"rabbitmq", "postgres", "provision", "database", "topology", "prometheus",
+                "grafana", *SERVICES}
     assert expected <= set(services)
 
 
@@ -84,21 +103,30 @@ def test_each_service_waits_for_brokers_and_topology(services: dict[str, Any], n
     assert deps.get("rabbitmq") == "service_healthy"
     assert deps.get("postgres") == "service_healthy"
     assert deps.get("topology") == "service_completed_successfully"
+    assert deps.get("database") == "service_completed_successfully"
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_each_service_environment(services: dict[str, Any], name: str) -> None:
+def test_each_service_connects_as_its_own_broker_user_and_database_role(services: dict[str, Any],
+                                                                         name: str) -> None:
     env = _environment(services[name])
-    assert env["APPEALS_AMQP_URI"] == "amqp://guest:guest@rabbitmq:5672/"
+    broker_pw, db_pw = password_env_name(f"svc-{name}"), password_env_name(f"appeals_{name}")
+    assert env["APPEALS_AMQP_URI"] == \
+        f"amqp://svc-{name}:${{{broker_pw}:?set {broker_pw}}}@rabbitmq:5672/"
     url = env["APPEALS_DATABASE_URL"]
-    assert "{service}" in url
-    assert "$" not in url  # compose would try to interpolate it
-    assert url.startswith("postgresql://") and "@postgres:5432/" in url
-    assert env["APPEALS_JWT_SECRET"].startswith("${APPEALS_JWT_SECRET:-")
-    # What the service itself makes of these settings: its own database, its own port.
-    settings = load_settings(env)
-    assert settings.database_url_for(name) == url.replace("{service}", name)
+    assert url == f"postgresql://appeals_{name}:${{{db_pw}:?set {db_pw}}}@postgres:5432/appeals_{{service}}"
+    assert REQUIRED.fullmatch(env["APPEALS_JWT_SECRET"])  # no default: set, or compose stops
+    assert env["APPEALS_APPLY_TOPOLOGY"] == "0"  # its user may not: the topology job does
+    assert env["APPEALS_TRUSTED_BUS_USERS"] == "appeals-topology"
+    # What the service itself makes of these settings: its own database, its own port,
+    # and a secret it starts with.
+    fake = _fake_env(COMPOSE_FILE.read_text(encoding="utf-8"))
+    settings = load_settings({k: _interpolate(v, fake) for k, v in env.items()})
+    assert settings.database_url_for(name) == \
+        f"postgresql://appeals_{name}:{fake[db_pw]}@postgres:5432/appeals_{name}"
+    assert settings.amqp_user == f"svc-{name}"
     assert settings.http_port(name) == DEFAULT_HTTP_PORTS[name]
+    assert check_service_start(settings) == []
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -106,7 +134,7 @@ def test_each_service_publishes_its_port_and_restarts(services: dict[str, Any], 
     service = services[name]
     port = DEFAULT_HTTP_PORTS[name]
     published = [str(p) for p in service.get("ports", [])]
-    assert f"{port}:{port}" in published
+    assert published == [f"127.0.0.1:{port}:{port}"]
     assert service.get("restart") == "unless-stopped"
     # The image's HEALTHCHECK probes this port.
     assert _environment(service).get("APPEALS_SERVICE_PORT") == str(port)
@@ -134,11 +162,85 @@ def test_only_valid_interpolation_in_compose_file(compose: dict[str, Any]) -> No
         assert "$" not in pattern.sub("", value), value
 
 
-def test_topology_is_a_one_shot_after_rabbitmq(services: dict[str, Any]) -> None:
+def test_topology_is_a_one_shot_after_the_users_as_the_topology_user(services: dict[str, Any]) -> None:
     topology = services["topology"]
     assert _command(topology)[:3] == ["appeals", "topology", "apply"]
     assert _depends_on(topology).get("rabbitmq") == "service_healthy"
+    assert _depends_on(topology).get("provision") == "service_completed_successfully"
     assert topology.get("restart") in ("no", None)
+    pw = password_env_name("appeals-topology")
+    assert _environment(topology)["APPEALS_AMQP_URI"] == \
+        f"amqp://appeals-topology:${{{pw}:?set {pw}}}@rabbitmq:5672/"
+
+
+def _provisioned_users(services: dict[str, Any]) -> list[str]:
+    from appeals_common.provisioning import grants_from_config
+
+    command = _command(services["provision"])
+    patterns = _interpolate(command[command.index("--users") + 1], {})
+    return [g.name for g in select_grants(grants_from_config(REPO / "config"), patterns)]
+
+
+def test_provision_makes_the_users_with_passwords_from_the_environment(services: dict[str, Any]) -> None:
+    provision = services["provision"]
+    command = _command(provision)
+    assert command[:3] == ["appeals", "provision", "apply"]
+    assert {"--passwords-env", "--remove-guest"} <= set(command)
+    assert command[command.index("--backend") + 1] == "management"
+    assert _depends_on(provision) == {"rabbitmq": "service_healthy"}
+    assert provision.get("restart") in ("no", None)
+    env = _environment(provision)
+    admin = env["APPEALS_MANAGEMENT_URL"]
+    assert admin.startswith("http://appeals-admin:${RABBITMQ_ADMIN_PASSWORD:?") and \
+        admin.endswith("@rabbitmq:15672")
+    users = _provisioned_users(services)
+    assert {"appeals-topology", *(f"svc-{s}" for s in SERVICES), "dept-zjj", "dept-jrb"} <= set(users)
+    for user in users:  # each its own variable, required
+        name = password_env_name(user)
+        assert env[name] == f"${{{name}:?set {name}}}", user
+
+
+def test_database_makes_each_services_role_with_passwords_from_the_environment(
+        services: dict[str, Any]) -> None:
+    database = services["database"]
+    assert _command(database) == ["appeals", "provision", "database", "--passwords-env"]
+    assert _depends_on(database) == {"postgres": "service_healthy"}
+    env = _environment(database)
+    assert env["APPEALS_DATABASE_ADMIN_URL"].startswith("postgresql://postgres:${POSTGRES_PASSWORD:?")
+    for service in SERVICES:
+        name = password_env_name(f"appeals_{service}")
+        assert env[name] == f"${{{name}:?set {name}}}"
+
+
+def test_no_secret_has_a_default_and_nobody_is_guest(compose: dict[str, Any]) -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    for name, default in DEFAULTED.findall(text):
+        assert not re.search("PASSWORD|SECRET|PASS$", name), (name, default)
+    for value in _strings(compose):
+        assert "guest" not in value.lower() or value.startswith("--"), value
+    assert {"APPEALS_JWT_SECRET", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+            "RABBITMQ_ADMIN_PASSWORD"} <= set(REQUIRED.findall(text))
+    # Every password variable is its own: no two accounts share one.
+    fake = _fake_env(text)
+    check_passwords({name: value for name, value in fake.items() if "PASSWORD" in name})
+
+
+def test_every_published_port_listens_on_localhost_only(services: dict[str, Any]) -> None:
+    published = {name: [str(p) for p in service.get("ports", [])] for name, service in services.items()}
+    assert any(published.values())
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith("127.0.0.1:"), (name, port)
+
+
+@pytest.mark.parametrize("code", ["zjj", "jrb"])
+def test_department_adapters_connect_as_their_department_user(services: dict[str, Any],
+                                                               code: str) -> None:
+    env = _environment(services[f"adapter-{code}"])
+    name = password_env_name(f"dept-{code}")
+    assert env["APPEALS_DEPT_AMQP_URI"] == f"amqp://dept-{code}:${{{name}:?set {name}}}@rabbitmq:5672/"
+    assert env["APPEALS_DEPT_CODE"] == code
+    assert f"dept-{code}" in _provisioned_users(services)
 
 
 def test_rabbitmq_has_management_healthcheck_and_config(services: dict[str, Any]) -> None:
@@ -148,9 +250,12 @@ def test_rabbitmq_has_management_healthcheck_and_config(services: dict[str, Any]
     check = _healthcheck_text(rabbitmq)
     assert "rabbitmq-diagnostics" in check and "ping" in check
     ports = [str(p) for p in rabbitmq["ports"]]
-    assert "5672:5672" in ports and "15672:15672" in ports
+    assert ports == ["127.0.0.1:5672:5672", "127.0.0.1:15672:15672"]
     mounts = " ".join(str(v) for v in rabbitmq["volumes"])
     assert "./deploy/rabbitmq/" in mounts
+    env = _environment(rabbitmq)
+    assert env["RABBITMQ_DEFAULT_USER"] == "appeals-admin"  # instead of guest
+    assert REQUIRED.fullmatch(env["RABBITMQ_DEFAULT_PASS"])
 
 
 def test_postgres_has_healthcheck_and_auth(services: dict[str, Any]) -> None:
@@ -158,18 +263,22 @@ def test_postgres_has_healthcheck_and_auth(services: dict[str, Any]) -> None:
     assert postgres["image"].startswith("postgres:16")
     assert "pg_isready" in _healthcheck_text(postgres)
     env = _environment(postgres)
-    assert env.get("POSTGRES_HOST_AUTH_METHOD") == "trust" or env.get("POSTGRES_PASSWORD")
+    assert "POSTGRES_HOST_AUTH_METHOD" not in env
+    assert env["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+    assert [str(p) for p in postgres["ports"]] == ["127.0.0.1:5432:5432"]
 
 
 def test_prometheus_and_grafana(services: dict[str, Any]) -> None:
     prometheus = services["prometheus"]
     assert prometheus["image"].startswith("prom/prometheus")
-    assert "9090:9090" in [str(p) for p in prometheus["ports"]]
+    assert [str(p) for p in prometheus["ports"]] == ["127.0.0.1:9090:9090"]
     mounts = " ".join(str(v) for v in prometheus["volumes"])
     assert "./deploy/prometheus/prometheus.yml:" in mounts
     grafana = services["grafana"]
     assert grafana["image"].startswith("grafana/grafana")
-    assert "3000:3000" in [str(p) for p in grafana["ports"]]
+    assert [str(p) for p in grafana["ports"]] == ["127.0.0.1:3000:3000"]
+    assert _environment(grafana)["GF_SECURITY_ADMIN_PASSWORD"] == \
+        "${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD}"
 
 
 def _bind_mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -200,22 +309,26 @@ def test_prometheus_gets_its_alert_rules_and_grafana_its_provisioning(services: 
     assert list((REPO / "deploy/grafana/dashboards").glob("*.json"))
 
 
-def test_rabbitmq_imports_the_definitions_it_is_given(services: dict[str, Any]) -> None:
-    rabbitmq = _bind_mounts(services["rabbitmq"])
-    conf = dict(line.split("=", 1) for line in (RABBITMQ_DIR / "rabbitmq.conf").read_text(encoding="utf-8")
-                .splitlines() if line.strip() and not line.lstrip().startswith("#"))
-    conf = {key.strip(): value.strip() for key, value in conf.items()}
-    assert conf["definitions.import_backend"] == "local_filesystem"
-    directory = conf["definitions.local.path"].rstrip("/")
-    imported = {source for source, target in rabbitmq.items() if str(Path(target).parent) == directory}
-    # The users `appeals provision` defines, and the demo's guest (a node that imports
-    # definitions does not create guest itself, and the services log in as guest here).
-    assert imported == {"./deploy/rabbitmq/definitions.example.json",
-                        "./deploy/rabbitmq/definitions.compose.json"}
-    assert all(rabbitmq[source].endswith(".json") for source in imported)
-    users = {u["name"] for source in imported
-             for u in json.loads((REPO / source).read_text(encoding="utf-8"))["users"]}
-    assert "guest" in users and "appeals-suite" in users
+def _rabbitmq_conf() -> dict[str, str]:
+    lines = (RABBITMQ_DIR / "rabbitmq.conf").read_text(encoding="utf-8").splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_rabbitmq_boots_with_its_admin_and_without_guest(services: dict[str, Any]) -> None:
+    conf = _rabbitmq_conf()
+    # A node that imports definitions at boot creates no default user: no import here, so
+    # RABBITMQ_DEFAULT_USER (appeals-admin) is created, and guest is not.
+    assert not any(key.startswith(("definitions.", "load_definitions")) for key in conf)
+    assert conf["loopback_users.guest"] == "true"
+    assert "loopback_users" not in conf  # `= none` would let a guest log in from anywhere
+    targets = _bind_mounts(services["rabbitmq"]).values()
+    assert not [t for t in targets if t.endswith(".json")]
+    assert not (RABBITMQ_DIR / "definitions.compose.json").exists()
+    example = json.loads((RABBITMQ_DIR / "definitions.example.json").read_text(encoding="utf-8"))
+    users = {u["name"] for u in example["users"]}
+    assert "guest" not in users and {"appeals-topology", "svc-intake"} <= users
+    assert all(u["password_hash"] == "" and u["tags"] == [] for u in example["users"])
 
 
 def test_mounted_files_exist(services: dict[str, Any]) -> None:
@@ -246,11 +359,9 @@ def test_rabbitmq_plugins_and_config() -> None:
     assert plugins.startswith("[") and plugins.endswith("].")
     names = {p.strip() for p in plugins[1:-2].split(",")}
     assert {"rabbitmq_management", "rabbitmq_prometheus"} <= names
-    conf = (RABBITMQ_DIR / "rabbitmq.conf").read_text(encoding="utf-8")
-    settings = [line.split("=", 1)[0].strip() for line in conf.splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
-    assert "loopback_users" in settings
-    assert all(key for key in settings)
+    conf = _rabbitmq_conf()
+    assert conf["loopback_users.guest"] == "true"
+    assert all(key for key in conf)
 
 
 # --- Dockerfile -------------------------------------------------------------------------
@@ -317,11 +428,43 @@ def _compose_binary() -> list[str] | None:
     return None
 
 
-def test_compose_config_validates() -> None:
+def _compose_env(tmp_path: Path) -> Path:
+    env_file = tmp_path / "compose.env"
+    subprocess.run(["sh", str(REPO / "deploy" / "compose-env.sh"), str(env_file)], check=True,
+                   capture_output=True, timeout=60)
+    return env_file
+
+
+def test_compose_env_script_makes_every_required_secret_once(tmp_path: Path) -> None:
+    env_file = _compose_env(tmp_path)
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert set(values) == set(REQUIRED.findall(COMPOSE_FILE.read_text(encoding="utf-8")))
+    assert all(re.fullmatch("[0-9a-f]{64}", v) for v in values.values())  # URL-safe
+    check_passwords({k: v for k, v in values.items() if "PASSWORD" in k})
+    assert check_service_start(load_settings({"APPEALS_JWT_SECRET": values["APPEALS_JWT_SECRET"]})) == []
+    before = env_file.read_text()
+    _compose_env(tmp_path)  # again: nothing new, nothing changed
+    assert env_file.read_text() == before
+
+
+def test_compose_config_validates(tmp_path: Path) -> None:
     binary = _compose_binary()
     if binary is None:
         missing_tool("no compose binary: neither `docker compose` (plugin) nor `docker-compose` is "
                     "installed, so the Compose-spec validation (`config -q`) cannot run here")
-    result = subprocess.run([*binary, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    env_file = _compose_env(tmp_path)
+    # Only the env file speaks: none of the secrets from this process's environment.
+    required = set(REQUIRED.findall(COMPOSE_FILE.read_text(encoding="utf-8")))
+    clean = {k: v for k, v in os.environ.items() if k not in required}
+    result = subprocess.run([*binary, "--env-file", str(env_file), "-f", str(COMPOSE_FILE),
+                             "config", "-q"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env=clean)
     assert result.returncode == 0, result.stderr or result.stdout
+    # Without the secrets compose refuses, naming what is missing.
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = subprocess.run([*binary, "--env-file", str(empty), "-f", str(COMPOSE_FILE),
+                             "config", "-q"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env=clean)
+    assert result.returncode != 0 and "set " in (result.stderr + result.stdout)

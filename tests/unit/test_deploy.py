@@ -4,8 +4,6 @@ the suite's own settings and topology code; Prometheus files are checked with pr
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 import shutil
@@ -19,9 +17,21 @@ import yaml
 from appeals_common.dead_letter_metrics import ERRORS, GAUGE
 from appeals_common.metrics import PROVISIONAL_STALE
 from appeals_common.nameko_ext import OUTBOX_BACKLOG
-from appeals_common.provisioning import grants_from_config
+from appeals_common.provisioning import (
+    ProvisioningError,
+    check_passwords,
+    database_grants,
+    grants_from_config,
+    load_passwords,
+)
 from appeals_common.registries import load_departments, load_source_systems
-from appeals_common.settings import DEFAULT_HTTP_PORTS, SERVICES, load_settings
+from appeals_common.settings import (
+    DEFAULT_HTTP_PORTS,
+    SERVICES,
+    SettingsError,
+    check_service_start,
+    load_settings,
+)
 from appeals_common.topology import build_topology, retry_exchange
 from tests.tools import missing_tool
 
@@ -159,7 +169,27 @@ def test_each_service_gets_the_same_settings_as_in_compose(manifests: list[dict[
     assert settings.database_url_for(name).endswith(f"@postgres:5432/appeals_{name}")
     cluster = _all(manifests, "RabbitmqCluster")[0]["metadata"]["name"]
     vhost = _one(manifests, "Vhost", "appeals")["spec"]["name"]
-    assert settings.amqp_uri == f"amqp://appeals-suite:CHANGE-ME-suite@{cluster}:5672/{vhost}"
+    # Its own broker user and database role, their passwords its own keys of the Secret.
+    assert settings.amqp_uri == \
+        f"amqp://svc-{name}:CHANGE-ME-svc-{name}@{cluster}:5672/{vhost}"
+    assert settings.database_url_for(name) == \
+        f"postgresql://appeals_{name}:CHANGE-ME-appeals_{name}@postgres:5432/appeals_{name}"
+    assert env["APPEALS_APPLY_TOPOLOGY"] == "0"
+    assert env["APPEALS_TRUSTED_BUS_USERS"] == "appeals-topology"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_sees_only_its_own_secrets(manifests: list[dict[str, Any]], name: str) -> None:
+    container = _container(_one(manifests, "Deployment", name))
+    refs = {(item["valueFrom"]["secretKeyRef"]["name"], item["valueFrom"]["secretKeyRef"]["key"])
+            for item in container.get("env", []) if "valueFrom" in item}
+    assert refs == {("appeals-secrets", "APPEALS_JWT_SECRET"),
+                    ("appeals-passwords", f"svc-{name}"),
+                    ("appeals-passwords", f"appeals_{name}")}
+    assert not container.get("envFrom", []) or all("secretRef" not in e for e in container["envFrom"])
+    # As shipped, the placeholder secret keeps the service from starting.
+    with pytest.raises(SettingsError, match="placeholder"):
+        check_service_start(load_settings(_resolved_env(manifests, container)))
 
 
 def test_rabbitmq_cluster_has_three_nodes(manifests: list[dict[str, Any]]) -> None:
@@ -204,33 +234,52 @@ def test_postgresql_is_a_statefulset_with_a_volume(manifests: list[dict[str, Any
     assert env["POSTGRES_PASSWORD"]
 
 
-def test_bootstrap_job_provisions_users_then_applies_the_topology(manifests: list[dict[str, Any]]) -> None:
+def test_bootstrap_job_provisions_users_and_roles_then_applies_the_topology(
+        manifests: list[dict[str, Any]], tmp_path: Path) -> None:
     job = _one(manifests, "Job", "appeals-bootstrap")
     pod = job["spec"]["template"]["spec"]
-    (provision,) = pod["initContainers"]
+    provision, database = pod["initContainers"]
     (topology,) = pod["containers"]
     assert provision["command"][:3] == ["appeals", "provision", "apply"]
+    assert database["command"][:3] == ["appeals", "provision", "database"]
     assert topology["command"] == ["appeals", "topology", "apply"]
     vhost = _one(manifests, "Vhost", "appeals")["spec"]["name"]
     command = provision["command"]
     assert command[command.index("--vhost") + 1] == vhost
-    # The passwords file names exactly the users the registries define.
-    secret = _one(manifests, "Secret", pod["volumes"][0]["secret"]["secretName"])
-    mount = provision["volumeMounts"][0]["mountPath"]
-    key = Path(command[command.index("--passwords-file") + 1]).relative_to(mount).as_posix()
-    passwords = yaml.safe_load(secret["stringData"][key])
-    assert set(passwords) == {g.name for g in grants_from_config(REPO / "config")}
-    suite_password = _one(manifests, "Secret", "appeals-secrets")["stringData"]["APPEALS_RABBITMQ_PASSWORD"]
-    assert passwords["appeals-suite"] == suite_password
+    assert "--remove-guest" in command
+    # Both read the passwords Secret mounted as a directory (a file per account)...
+    (volume,) = pod["volumes"]
+    secret = _one(manifests, "Secret", volume["secret"]["secretName"])
+    for container in (provision, database):
+        (mount,) = container["volumeMounts"]
+        assert mount["name"] == volume["name"] and mount["readOnly"]
+        args = container["command"]
+        assert args[args.index("--passwords-file") + 1] == mount["mountPath"]
+    for key, value in secret["stringData"].items():
+        (tmp_path / key).write_text(value)
+    passwords = load_passwords(tmp_path)
+    # ...which names exactly the broker users of the registries and the services' roles.
+    assert set(passwords) == {g.name for g in grants_from_config(REPO / "config")} | \
+        {g.role for g in database_grants()}
+    env = _resolved_env(manifests, database)
+    assert env["APPEALS_DATABASE_ADMIN_URL"] == "postgresql://postgres:CHANGE-ME-postgres@postgres:5432/postgres"
     env = _resolved_env(manifests, topology)
-    assert load_settings(env).amqp_uri.endswith(f"/{vhost}")
+    settings = load_settings(env)
+    assert settings.amqp_uri.endswith(f"/{vhost}")
+    assert settings.amqp_uri.startswith(f"amqp://appeals-topology:{passwords['appeals-topology']}@")
 
 
-def test_secrets_hold_only_placeholders(manifests: list[dict[str, Any]]) -> None:
+def test_secrets_hold_only_placeholders_that_provisioning_refuses(manifests: list[dict[str, Any]]) -> None:
     for secret in _all(manifests, "Secret"):
         for value in secret["stringData"].values():
             for line in str(value).splitlines():
                 assert "CHANGE-ME" in line, (secret["metadata"]["name"], line)
+    passwords = _one(manifests, "Secret", "appeals-passwords")["stringData"]
+    assert len(set(passwords.values())) == len(passwords)  # each user its own placeholder
+    with pytest.raises(ProvisioningError, match="a placeholder: ") as exc:
+        check_passwords(passwords)
+    assert all(user in str(exc.value) for user in passwords)
+    assert "CHANGE-ME" not in str(exc.value)
 
 
 # --- Prometheus ---------------------------------------------------------------------------
@@ -370,15 +419,13 @@ def test_dashboard_queries_are_valid_promql(dashboard: dict[str, Any], tmp_path:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# --- RabbitMQ definitions for compose ----------------------------------------------------
+# --- RabbitMQ definitions -----------------------------------------------------------------
 
 
-def test_compose_definitions_give_guest_its_password_and_rights() -> None:
-    doc = json.loads((REPO / "deploy" / "rabbitmq" / "definitions.compose.json").read_text(encoding="utf-8"))
-    (guest,) = doc["users"]
-    assert guest["name"] == "guest" and "administrator" in guest["tags"]
-    # rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)), 4-byte salt.
-    raw = base64.b64decode(guest["password_hash"])
-    assert raw[4:] == hashlib.sha256(raw[:4] + b"guest").digest()
-    assert doc["permissions"] == [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*",
-                                   "read": ".*"}]
+def test_no_definitions_file_holds_guest_or_a_password() -> None:
+    files = sorted((REPO / "deploy" / "rabbitmq").glob("definitions*.json"))
+    assert [f.name for f in files] == ["definitions.example.json"]
+    for path in files:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        assert "guest" not in {u["name"] for u in doc["users"]}
+        assert all(u["password_hash"] == "" and not u["tags"] for u in doc["users"])
