@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -46,15 +47,38 @@ PURGE_EVERY_SECONDS = 600
 OUTBOX_BACKLOG = Gauge("appeals_outbox_backlog", "Outbox messages not yet published", ["service"])
 OUTBOX_PUBLISHED = Counter("appeals_outbox_published_total", "Outbox messages published",
                            ["service"])
+DEPENDENCY_UP = Gauge(
+    "appeals_dependency_up", "1 when the service reaches the dependency, 0 while it cannot "
+    "(its consumers then hold their messages instead of failing them)",
+    ["service", "dependency"])
+OUTAGE_HOLDS = Counter(
+    "appeals_messages_held_for_outage_total",
+    "Messages a consumer held back while its database was unreachable, then requeued",
+    ["service", "queue"])
 MESSAGES_RETRIED = Counter("appeals_messages_retried_total",
                            "Consumed messages sent to a retry delay queue", ["service", "queue"])
 MESSAGES_DEAD_LETTERED = Counter("appeals_messages_dead_lettered_total",
                                  "Consumed messages moved to a dead-letter queue",
                                  ["service", "queue"])
+MESSAGES_WAITING = Counter("appeals_messages_waiting_total",
+                           "Consumed messages put back to wait for a predecessor (NotYet)",
+                           ["service", "queue"])
+# How long an event may wait for its predecessor before it is dead-lettered like any other
+# failure: the retry delays, then the longest of them again, until this much has passed.
+WAIT_BUDGET_MS = 600_000
 
 
 class Unprocessable(Exception):
     """A message no retry can fix: it goes straight to the dead-letter queue."""
+
+
+class NotYet(LookupError):
+    """The message needs one that has not arrived yet (events may arrive out of order).
+
+    Not a failure: the consumer puts it back to wait (its own counter `x-wait-attempt`
+    and budget WAIT_BUDGET_MS, logged at INFO, counted in appeals_messages_waiting_total),
+    and dead-letters it only once the budget is spent. A LookupError, so code that
+    catches a missing row still does."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,8 @@ class Delivery:
     attempt: int
     # The broker-validated sender (AMQP user_id) of the message as first published.
     user_id: str | None = None
+    # How many times it already waited for a predecessor (NotYet); the suite's own header.
+    waits: int = 0
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -215,6 +241,7 @@ class ReliableConsumer(Entrypoint):
         self.queue_consumer.register_provider(self)
 
     def stop(self) -> None:
+        self._stopping = True  # a message held through an outage is handed back now
         self.queue_consumer.unregister_provider(self)
         if self._publisher is not None:
             self._publisher.close()
@@ -247,17 +274,18 @@ class ReliableConsumer(Entrypoint):
         body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
         user_id = _text_or_none(props.get("user_id"))
         routing_key, exchange = str(info.get("routing_key", "")), str(info.get("exchange", ""))
-        attempt = 1
+        attempt, waits = 1, 0
         if self.settings.trusts_bus_user(user_id) and "x-original-routing-key" in headers:
             routing_key = str(headers["x-original-routing-key"])
             exchange = str(headers.get("x-original-exchange", ""))
             user_id = _text_or_none(headers.get("x-original-user-id"))
             attempt = _positive_int(headers.get("x-attempt"), default=1)
+            waits = _positive_int(headers.get("x-wait-attempt"), default=1) - 1
         return Delivery(body=body, routing_key=routing_key, exchange=exchange,
                         message_id=_text_or_none(props.get("message_id")),
                         content_type=_text_or_none(props.get("content_type")
                                                    or message.content_type),
-                        headers=headers, attempt=attempt, user_id=user_id)
+                        headers=headers, attempt=attempt, user_id=user_id, waits=waits)
 
     def _refuse_unreadable(self, message: Any, exc: Exception) -> None:
         """A message whose properties cannot even be read: kept in the dead-letter queue."""
@@ -274,6 +302,9 @@ class ReliableConsumer(Entrypoint):
         if exc_info is None:
             self.queue_consumer.ack_message(message)
             return result, exc_info
+        if is_outage(exc_info[1]):
+            self._hold_through_outage(message, delivery, exc_info[1])
+            return result, exc_info
         try:
             self._park(delivery, exc_info)
         except Exception:
@@ -283,6 +314,31 @@ class ReliableConsumer(Entrypoint):
         else:
             self.queue_consumer.ack_message(message)
         return result, exc_info
+
+    def _hold_through_outage(self, message: Any, delivery: Delivery, exc: BaseException) -> None:
+        """The database is unreachable: not the message's fault. Keep it unacked (its
+        worker slot busy, so with the prefetch the consumer stops taking messages) until
+        the database answers, then hand it back to the queue to be handled again at once.
+        Nothing goes to retry or dead-letter for this, however long the outage."""
+        service = self.container.service_name
+        DEPENDENCY_UP.labels(service, "database").set(0)
+        OUTAGE_HOLDS.labels(service, self.queue_name).inc()
+        log.warning("%s: database unreachable (%s); holding message %s until it is back",
+                    self.queue_name, type(exc).__name__, delivery.message_id)
+        delay, since = OUTAGE_PROBE_FIRST_SECONDS, time.monotonic()
+        while not getattr(self, "_stopping", False) and not self._database_answers():
+            eventlet.sleep(delay)
+            delay = min(delay * 2, OUTAGE_PROBE_MAX_SECONDS)
+        DEPENDENCY_UP.labels(service, "database").set(1)
+        log.info("%s: database answers again after %.1f s; message %s goes back to the queue",
+                 self.queue_name, time.monotonic() - since, delivery.message_id)
+        self.queue_consumer.requeue_message(message)
+
+    def _database_answers(self) -> bool:
+        runtime = next((d for d in self.container.dependencies if isinstance(d, Runtime)), None)
+        if runtime is None:
+            return True
+        return database_answers(runtime.store)
 
     def _park(self, delivery: Delivery, exc_info: Any) -> None:
         """Send a failed message to its next retry delay, or to the dead-letter queue."""
@@ -300,7 +356,15 @@ class ReliableConsumer(Entrypoint):
             "x-failed-service": service,
         })
         delays = self.settings.retry_delays_ms
-        if delivery.attempt <= len(delays) and not issubclass(exc_info[0], Unprocessable):
+        wait = _wait_delay(delivery, exc_info, delays)
+        if wait is not None:  # out of order: a quiet wait, not a failure
+            headers["x-wait-attempt"] = delivery.waits + 2  # the delivery after this wait
+            target = (retry_exchange(wait), self.queue_name)
+            MESSAGES_WAITING.labels(service, self.queue_name).inc()
+            log.info("message %s on %s waits %sms for its predecessor (wait %s): %s",
+                     delivery.message_id, self.queue_name, wait, delivery.waits + 1, error)
+        elif (delivery.attempt <= len(delays) and not issubclass(exc_info[0], Unprocessable)
+              and not issubclass(exc_info[0], NotYet)):
             delay = delays[delivery.attempt - 1]
             headers["x-attempt"] = delivery.attempt + 1
             target = (retry_exchange(delay), self.queue_name)
@@ -309,12 +373,17 @@ class ReliableConsumer(Entrypoint):
                         self.queue_name, delivery.attempt, len(delays) + 1, delay, error)
         else:
             headers["x-attempts"] = delivery.attempt
+            if issubclass(exc_info[0], NotYet):
+                headers["x-wait-attempts"] = delivery.waits + 1
+            # Selectable even when the message came without a message_id (appeals dead-letters).
+            headers["x-dead-letter-id"] = str(uuid.uuid4())
             headers["x-dead-lettered-at"] = datetime.now(UTC).isoformat()
             headers["x-error-traceback"] = mask_text("".join(traceback.format_exception(*exc_info)))[-8000:]
             target = ("", dead_letter_queue(self.queue_name))
             MESSAGES_DEAD_LETTERED.labels(service, self.queue_name).inc()
-            log.error("handler for %s failed %s times; message %s dead-lettered: %s",
-                      self.queue_name, delivery.attempt, delivery.message_id, error)
+            log.error("handler for %s failed %s times; message %s dead-lettered as %s: %s",
+                      self.queue_name, delivery.attempt, delivery.message_id,
+                      headers["x-dead-letter-id"], error)
         self.publisher.publish_batch([{
             "exchange": target[0], "routing_key": target[1], "body": delivery.body,
             "message_id": delivery.message_id or "", "headers": headers,
@@ -323,6 +392,62 @@ class ReliableConsumer(Entrypoint):
 
 
 reliable_consume = ReliableConsumer.decorator
+
+
+def wait_schedule(delays: tuple[int, ...] | list[int], budget_ms: int | None = None) -> list[int]:
+    """The delays an out-of-order message waits, one per try: the retry delays, then the
+    longest of them again, until the budget is spent (at least one wait per delay)."""
+    budget = WAIT_BUDGET_MS if budget_ms is None else budget_ms
+    if not delays:
+        return []
+    schedule = list(delays)
+    while sum(schedule) < budget:
+        schedule.append(max(delays))
+    return schedule
+
+
+def _wait_delay(delivery: Delivery, exc_info: Any, delays: Any) -> int | None:
+    """The delay before the next try of a message whose predecessor is missing (NotYet),
+    or None: another failure, or its wait budget is spent (then it is dead-lettered)."""
+    if exc_info is None or not issubclass(exc_info[0], NotYet):
+        return None
+    schedule = wait_schedule(tuple(delays))
+    if delivery.waits >= len(schedule):
+        return None
+    return schedule[delivery.waits]
+
+
+# Probing an unreachable database: soon at first (recovery in about a second), then
+# every few seconds.
+OUTAGE_PROBE_FIRST_SECONDS = 0.5
+OUTAGE_PROBE_MAX_SECONDS = 5.0
+
+
+def is_outage(exc: BaseException) -> bool:
+    """An error that says the database cannot be reached (down, restarting, connection
+    dropped, pool exhausted), as opposed to something wrong with the message."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError
+                      | sa_exc.DisconnectionError | sa_exc.TimeoutError)
+
+
+def database_problem(store: Store) -> str | None:
+    """None when the database answers a trivial query now, else what went wrong."""
+    from sqlalchemy import text
+
+    try:
+        with store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not now"
+        return repr(exc)
+    return None
+
+
+def database_answers(store: Store) -> bool:
+    return database_problem(store) is None
 
 
 def _text_or_none(value: Any) -> str | None:

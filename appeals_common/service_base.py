@@ -6,10 +6,10 @@ import logging
 from typing import Any
 
 from nameko.web.handlers import http
-from sqlalchemy import text
 
 from appeals_common.dead_letter_metrics import ensure_registered
 from appeals_common.http import json_response, metrics_response
+from appeals_common.nameko_ext import DEPENDENCY_UP, database_answers, database_problem
 
 log = logging.getLogger("appeals.metrics")
 
@@ -22,6 +22,8 @@ class BaseService:
         # Registered on the first scrape: the service's name and broker come from its
         # runtime, which only exists once the container runs.
         ensure_registered(self.runtime.service, self.runtime.settings.amqp_uri)
+        DEPENDENCY_UP.labels(self.runtime.service, "database").set(
+            int(database_answers(self.runtime.store)))
         try:
             self.refresh_metrics()
         except Exception:  # a gauge that cannot be read must not fail the scrape
@@ -33,13 +35,17 @@ class BaseService:
 
     @http("GET", "/health")
     def health(self, request: Any) -> Any:
-        try:
-            with self.runtime.store.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception as exc:  # report, don't raise: this is what probes read
+        """ok, or degraded naming what is down: the process itself answers (so a
+        supervisor or liveness probe leaves it running), its consumers wait the outage
+        out and resume by themselves."""
+        problem = database_problem(self.runtime.store)
+        if problem is not None:
             # The detail (host, user, driver message) is for the log, not for whoever
             # can reach the port.
-            log.warning("%s's health check: database unreachable: %r",
-                        self.runtime.service, exc)
-            return json_response(503, {"status": "down", "database": "unreachable"})
+            log.warning("%s's health check: database unreachable: %s", self.runtime.service,
+                        problem)
+            DEPENDENCY_UP.labels(self.runtime.service, "database").set(0)
+            return json_response(503, {"status": "degraded", "service": self.runtime.service,
+                                       "down": ["database"]})
+        DEPENDENCY_UP.labels(self.runtime.service, "database").set(1)
         return json_response(200, {"status": "ok", "service": self.runtime.service})

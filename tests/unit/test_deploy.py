@@ -16,7 +16,7 @@ import yaml
 
 from appeals_common.dead_letter_metrics import ERRORS, GAUGE
 from appeals_common.metrics import PROVISIONAL_STALE
-from appeals_common.nameko_ext import OUTBOX_BACKLOG
+from appeals_common.nameko_ext import DEPENDENCY_UP, OUTBOX_BACKLOG
 from appeals_common.provisioning import (
     ProvisioningError,
     check_passwords,
@@ -304,6 +304,7 @@ def test_prometheus_loads_the_alert_rules() -> None:
     ("AppealsDeadLettersUnreadable", ERRORS + "_total"),
     ("AppealsOutboxBacklog", OUTBOX_BACKLOG._name),
     ("AppealsProvisionalDeadlinesStale", PROVISIONAL_STALE._name),
+    ("AppealsDependencyDown", DEPENDENCY_UP._name),
 ])
 def test_alert_rules_watch_the_suites_series(alert_rules: dict[str, dict[str, Any]], alert: str,
                                              series: str) -> None:

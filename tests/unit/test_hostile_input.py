@@ -391,7 +391,8 @@ def test_health_down_says_unreachable_and_logs_the_detail(caplog):
     with caplog.at_level(logging.WARNING, logger="appeals.metrics"):
         response = BaseService.health(fake, request())
     assert response.status_code == 503
-    assert json.loads(response.get_data()) == {"status": "down", "database": "unreachable"}
+    assert json.loads(response.get_data()) == {"status": "degraded", "service": "intake",
+                                                "down": ["database"]}
     assert "db.internal" in caplog.text
 
 
