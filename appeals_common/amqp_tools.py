@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pika
 
+HEARTBEAT_SECONDS = 30
+
 
 @contextmanager
 def blocking_channel(amqp_uri: str) -> Iterator[Any]:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    params = pika.URLParameters(amqp_uri)
+    if "heartbeat" not in urllib.parse.urlsplit(amqp_uri).query:  # the URI's own wins
+        params.heartbeat = HEARTBEAT_SECONDS
+    connection = pika.BlockingConnection(params)
     try:
         channel = connection.channel()
         yield channel

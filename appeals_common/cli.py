@@ -52,13 +52,19 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                 print(json.dumps(deadletters.summary(item), ensure_ascii=False))
         return 0
     if args.action == "show":
+        # Every dead letter the id names, in every queue searched (a message that failed
+        # in two consumers sits in both their DLQs): one JSON object a line.
+        found = 0
         for queue in queues:
             for item in deadletters.peek(uri, queue):
-                if item.message_id == args.message_id:
-                    print(json.dumps(deadletters.detail(item), ensure_ascii=False, indent=2))
-                    return 0
-        print(f"no dead letter with message_id {args.message_id}", file=sys.stderr)
-        return 1
+                if item.selected_by(args.message_id):
+                    print(json.dumps(deadletters.detail(item), ensure_ascii=False))
+                    found += 1
+        if not found:
+            print(f"no dead letter with message_id or dead-letter id {args.message_id}",
+                  file=sys.stderr)
+            return 1
+        return 0
     replayed = 0
     for queue in queues:
         replayed += deadletters.replay(uri, queue, message_id=args.message_id)

@@ -3,8 +3,8 @@
 Each service reports how many messages wait in the dead-letter queues of the queues it
 consumes (`<queue>.dlq`), read at scrape time with a passive queue.declare: the broker
 answers with the count without creating or changing anything. The connection is kept
-between scrapes (one per service process, heartbeats off so an idle one is not dropped),
-reopened once when it has gone stale, and every read is bounded in time.
+between scrapes (one per service process, with heartbeats answered at each scrape so a
+dead one is noticed), reopened once when it has gone stale, and every read is bounded in time.
 
 A scrape never fails because of the broker: when it cannot be read the gauge simply has
 no samples and `appeals_dead_letter_read_errors_total` goes up, so an alert can tell
@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from appeals_common.topology import SERVICE_QUEUES, dead_letter_queue
 
+HEARTBEAT_SECONDS = 30
 log = logging.getLogger("appeals.metrics.dead_letters")
 
 GAUGE = "appeals_dead_letter_messages"
@@ -144,13 +145,18 @@ class DeadLetterCollector:
         if self._conn is None:
             # kombu parses the URI as nameko does; its transport connects once, without
             # Connection.connect()'s retry and sleep.
-            client = Connection(self.amqp_uri, heartbeat=0, connect_timeout=self.timeout,
+            client = Connection(self.amqp_uri, heartbeat=HEARTBEAT_SECONDS,
+                                connect_timeout=self.timeout,
                                 transport_options={
                                     "read_timeout": self.timeout, "write_timeout": self.timeout,
                                     # how the broker's connection list names it
                                     "client_properties": {
                                         "connection_name": f"{self.service} dead-letter metrics"}})
             self._conn = client.transport.establish_connection()
+        else:
+            # Answers the broker's heartbeat; raises when the connection missed too many
+            # (scrapes further apart than the broker waits), and read() reopens it.
+            self._conn.heartbeat_tick()
         if self._channel is None:
             self._channel = self._conn.channel()
         return self._channel

@@ -15,6 +15,8 @@ import pika
 from appeals_common.amqp_tools import blocking_channel
 from appeals_common.identity import amqp_username
 
+DEAD_LETTER_ID = "x-dead-letter-id"  # a UUID the consumer sets when it dead-letters a message
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -23,6 +25,18 @@ class DeadLetter:
     headers: dict[str, Any]
     body: bytes
     content_type: str | None
+
+    @property
+    def dead_letter_id(self) -> str | None:
+        value = self.headers.get(DEAD_LETTER_ID)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        return str(value) if value else None
+
+    def selected_by(self, ident: str) -> bool:
+        """Whether ``ident`` names this dead letter: its message_id or its dead-letter id
+        (the one a message without message_id is known by)."""
+        return bool(ident) and ident in (self.message_id, self.dead_letter_id)
 
 
 def peek(amqp_uri: str, queue: str, limit: int = 10_000) -> list[DeadLetter]:
@@ -44,6 +58,7 @@ def peek(amqp_uri: str, queue: str, limit: int = 10_000) -> list[DeadLetter]:
 def summary(item: DeadLetter) -> dict[str, Any]:
     h = item.headers
     return {"queue": item.queue, "message_id": item.message_id,
+            "dead_letter_id": item.dead_letter_id,
             "failed_queue": h.get("x-failed-queue"), "attempts": h.get("x-attempts"),
             "dead_lettered_at": h.get("x-dead-lettered-at"), "error": h.get("x-last-error")}
 
@@ -60,7 +75,8 @@ def detail(item: DeadLetter) -> dict[str, Any]:
 
 
 def replay(amqp_uri: str, queue: str, message_id: str | None = None) -> int:
-    """Send dead letters back to their failed queue with a fresh retry budget."""
+    """Send dead letters back to their failed queue with a fresh retry budget; with
+    ``message_id``, only those it names (message_id or x-dead-letter-id)."""
     replayed = 0
     with blocking_channel(amqp_uri) as channel:
         channel.confirm_delivery()
@@ -69,12 +85,14 @@ def replay(amqp_uri: str, queue: str, message_id: str | None = None) -> int:
             method, props, body = channel.basic_get(queue, auto_ack=False)
             if method is None:
                 break
-            if message_id and props.message_id != message_id:
+            headers = dict(props.headers or {})
+            if message_id and not DeadLetter(queue, props.message_id, headers, body,
+                                             props.content_type).selected_by(message_id):
                 skipped = method.delivery_tag
                 continue
-            headers = dict(props.headers or {})
             target = headers.get("x-failed-queue") or queue.removesuffix(".dlq")
-            for key in ("x-attempt", "x-attempts", "x-death", "x-error-traceback"):
+            for key in ("x-attempt", "x-attempts", "x-death", "x-error-traceback",
+                        "x-wait-attempt", "x-wait-attempts", DEAD_LETTER_ID):
                 headers.pop(key, None)
             headers["x-replayed"] = True
             # Sent as the operator's suite user: the consumer trusts the original routing

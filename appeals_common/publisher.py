@@ -25,6 +25,9 @@ class PublishError(RuntimeError):
     """The broker nacked a message or did not confirm it in time."""
 
 
+HEARTBEAT_SECONDS = 30  # both ends notice a dead connection within about two of these
+
+
 class ConfirmingPublisher:
     def __init__(self, amqp_uri: str, confirm_timeout: float = 30.0) -> None:
         self.amqp_uri = amqp_uri
@@ -41,9 +44,12 @@ class ConfirmingPublisher:
 
     def _ensure_channel(self) -> Any:
         if self._channel is not None and self._conn is not None and self._conn.connected:
+            # Nothing reads this connection between batches: answer the broker's heartbeats
+            # now (raises when it has missed too many, and the caller reconnects).
+            self._conn.heartbeat_check()
             return self._channel
         self.close()
-        conn = Connection(self.amqp_uri, heartbeat=0)
+        conn = Connection(self.amqp_uri, heartbeat=HEARTBEAT_SECONDS)
         conn.connect()
         channel = conn.default_channel.connection.channel()
         channel.confirm_select()
@@ -82,14 +88,20 @@ class ConfirmingPublisher:
         if not messages:
             return set()
         with self._lock:
-            try:
-                return self._publish_locked(messages)
-            except PublishError:
-                self.close()
-                raise
-            except Exception as exc:
-                self.close()
-                raise PublishError(f"publish failed: {exc!r}") from exc
+            for attempt in (1, 2):
+                try:
+                    return self._publish_locked(messages)
+                except PublishError:
+                    self.close()
+                    raise
+                except Exception as exc:
+                    # A connection the broker (or the network) dropped while idle: one
+                    # retry on a fresh connection; republishing is safe (dedupe by id).
+                    self.close()
+                    if attempt == 2:
+                        raise PublishError(f"publish failed: {exc!r}") from exc
+                    log.info("publisher connection lost (%r); reconnecting once", exc)
+            raise AssertionError("unreachable")
 
     def _publish_locked(self, messages: list[dict[str, Any]]) -> set[str]:
         channel = self._ensure_channel()

@@ -43,6 +43,7 @@ import re
 import threading
 import time
 import traceback
+import urllib.parse
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -56,6 +57,7 @@ from pika import exceptions as amqp_errors
 from department_client import contract
 
 log = logging.getLogger("department_client")
+HEARTBEAT_SECONDS = 30  # unless the URI sets its own
 
 DEFER = object()
 """Returned by a handler: keep the message unacked; settle it later with `client.settle()`."""
@@ -216,6 +218,10 @@ class DepartmentClient:
     def connect(self) -> DepartmentClient:
         if self._conn is None or not self._conn.is_open:
             params = pika.URLParameters(self.amqp_uri)
+            if "heartbeat" not in urllib.parse.urlsplit(self.amqp_uri).query:
+                # Both ends notice a dead connection within about a minute; pika answers
+                # heartbeats whenever it waits (consume, self.sleep, confirms).
+                params.heartbeat = HEARTBEAT_SECONDS
             params.client_properties = {"connection_name": f"{self.client_name}:{self.dept_code}"}
             self._conn = pika.BlockingConnection(params)
             self._pub = None

@@ -27,7 +27,7 @@ from appeals_common.lifecycle import (
     next_assignment_state,
 )
 from appeals_common.metrics import count_provisional
-from appeals_common.nameko_ext import Delivery, ServiceRuntime, Unprocessable
+from appeals_common.nameko_ext import Delivery, NotYet, ServiceRuntime, Unprocessable
 from appeals_common.schemas import MAX_BODY_BYTES, REPLY_SCHEMAS, errors_by_field
 from services.dispatch.models import Assignment, DispatchAppeal, Extension, KeyOrder
 from services.dispatch.routing import Router, RoutingDecision
@@ -62,7 +62,7 @@ def on_event(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
         elif event.event_type == "appeal.reclassified":
             appeal = uow.session.get(DispatchAppeal, event.appeal_id)
             if appeal is None:
-                raise LookupError(f"reclassified unknown appeal {event.appeal_id}")
+                raise NotYet(f"reclassified unknown appeal {event.appeal_id}")
             appeal.category = event.data["category"]
             appeal.industry_chain = event.data["industry_chain"]
         elif event.event_type == "appeal.withdrawn":
@@ -75,7 +75,7 @@ def on_event(runtime: ServiceRuntime, ctx: DispatchContext, delivery: Delivery) 
             # Kept so that no override can dispatch an appeal that is already answered.
             appeal = uow.session.get(DispatchAppeal, event.appeal_id)
             if appeal is None:
-                raise LookupError(f"{event.event_type} for unknown appeal {event.appeal_id}")
+                raise NotYet(f"{event.event_type} for unknown appeal {event.appeal_id}")
             appeal.state = "closed" if event.event_type == "appeal.closed" else "resolved_on_spot"
 
 
@@ -174,7 +174,7 @@ def _reopen(uow: UnitOfWork, ctx: DispatchContext, event: Event) -> None:
     """重办: the lead unit answers again; an on-the-spot answer is dispatched now."""
     appeal = uow.session.get(DispatchAppeal, event.appeal_id)
     if appeal is None:
-        raise LookupError(f"reopen for unknown appeal {event.appeal_id}")
+        raise NotYet(f"reopen for unknown appeal {event.appeal_id}")
     appeal.state = "reopened"
     lead = uow.session.scalars(select(Assignment).where(
         Assignment.appeal_id == appeal.id, Assignment.role == "lead",
@@ -220,7 +220,7 @@ def _recomputed_by_supervision(uow: UnitOfWork, event: Event) -> None:
 def _withdraw(uow: UnitOfWork, event: Event) -> None:
     appeal = uow.session.get(DispatchAppeal, event.appeal_id)
     if appeal is None:
-        raise LookupError(f"withdrawn unknown appeal {event.appeal_id}")
+        raise NotYet(f"withdrawn unknown appeal {event.appeal_id}")
     appeal.state = "withdrawn"
     for a in open_assignments(uow, appeal.id):
         take_back(uow, a, f"诉求已撤回: {event.data.get('reason', '')}", None,
@@ -406,7 +406,7 @@ def _answer_key_order(uow: UnitOfWork, a: Assignment, body: dict[str, Any],
         if body["order_no"].startswith(f"ZD-{a.reg_no}-{a.dept_code}-"):
             # The order's event may still be on its way here (the unit got the order
             # straight from supervision): try the reply again shortly instead of refusing.
-            raise LookupError(f"key supervision order {body['order_no']} not known yet")
+            raise NotYet(f"key supervision order {body['order_no']} not known yet")
         raise ReplyRefused({"order_no": ["no such key supervision order for this assignment"]})
     if order.assignment_id != a.id:
         raise ReplyRefused({"order_no": ["no such key supervision order for this assignment"]})

@@ -24,7 +24,7 @@ from appeals_common.http import Conflict, FieldErrors, NotFound
 from appeals_common.identity import inbox_key, sender_mismatch, source_user
 from appeals_common.input_guard import JsonRefused, parse_json
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
-from appeals_common.nameko_ext import Delivery, ServiceRuntime
+from appeals_common.nameko_ext import Delivery, NotYet, ServiceRuntime
 from appeals_common.privacy import mask_personal
 from appeals_common.schemas import (
     MAX_BODY_BYTES,
@@ -579,7 +579,7 @@ def apply_event(runtime: ServiceRuntime, delivery: Delivery) -> None:
             return
         appeal = uow.session.get(Appeal, event.appeal_id, with_for_update=True)
         if appeal is None:
-            raise LookupError(f"event {event.event_id} for unknown appeal {event.appeal_id}")
+            raise NotYet(f"event {event.event_id} for unknown appeal {event.appeal_id}")
         _add_timeline(uow, event, actor=event.data.get("actor"), detail=event.data)
         appeal.state, appeal.state_at = project_state(
             appeal.state, appeal.state_at, event.event_type, event.data, event.occurred_at)

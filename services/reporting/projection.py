@@ -7,8 +7,8 @@ events needs into a `Projection`, applies the events here, and writes back what
 runs the whole archive through one Projection and writes in large batches.
 
 Events from several services may arrive in any order the bus allows; a handler that
-needs a row some earlier event creates (the appeal, its assignment) raises LookupError,
-so the consumer retries the event later (and a rebuild counts it as skipped).
+needs a row some earlier event creates (the appeal, its assignment) raises NotYet (a LookupError),
+so the consumer quietly waits for it (and a rebuild counts it as skipped).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 from appeals_common.envelope import Event
 from appeals_common.lifecycle import FINAL_STATES, project_state
+from appeals_common.nameko_ext import NotYet
 from appeals_common.privacy import mask_phone, mask_phones_in_text
 from appeals_common.reference import SATISFIED_GRADES
 from services.reporting.domain import DIMENSIONS, local_day, response_bucket
@@ -248,7 +249,7 @@ class Projection:
     def need(self, table: str, key: str | None, event: Event) -> Row:
         """An existing row the event is about; LookupError (retry later) when missing."""
         if not key or key not in self.rows[table]:
-            raise LookupError(f"{event.event_type} {event.event_id}: no {table} {key!r} yet")
+            raise NotYet(f"{event.event_type} {event.event_id}: no {table} {key!r} yet")
         return self.edit(table, key)
 
     def children(self, table: str, parent: str) -> list[Row]:
@@ -596,7 +597,7 @@ def _reopened(p: Projection, e: Event) -> None:
     a = p.need("appeal", e.appeal_id, e)
     lead = p.find("assignment", a["lead_assignment_id"])
     if lead is None and a["resolved_on_spot_at"] is None:
-        raise LookupError(f"{e.event_type} {e.event_id}: appeal {a['reg_no']} has no lead yet")
+        raise NotYet(f"{e.event_type} {e.event_id}: appeal {a['reg_no']} has no lead yet")
     if lead is not None:
         # 重办: the lead unit owes a new response (lifecycle: responded → signed), by the
         # key supervision order's new deadline when there is one.

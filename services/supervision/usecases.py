@@ -14,7 +14,7 @@ from appeals_common.envelope import Event
 from appeals_common.http import Conflict, FieldErrors, NotFound, Page
 from appeals_common.lifecycle import IllegalTransition, next_appeal_state, project_state
 from appeals_common.metrics import count_provisional
-from appeals_common.nameko_ext import Delivery, ServiceRuntime
+from appeals_common.nameko_ext import Delivery, NotYet, ServiceRuntime
 from appeals_common.reference import SATISFIED_GRADES
 from appeals_common.schemas import FollowupSchema, UnreachableClosureSchema
 from services.supervision import activities
@@ -60,7 +60,7 @@ def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, chains: ChainLe
             _answered(uow, event)
         appeal = uow.session.get(SupervisedAppeal, event.appeal_id, with_for_update=True)
         if appeal is None:
-            raise LookupError(f"{event.event_type} for unknown appeal {event.appeal_id}")
+            raise NotYet(f"{event.event_type} for unknown appeal {event.appeal_id}")
         _apply(appeal, event, calendar)
         apply_to_clocks(uow, event)
 
@@ -68,7 +68,7 @@ def on_event(runtime: ServiceRuntime, calendar: WorkingCalendar, chains: ChainLe
 def _answered(uow: UnitOfWork, event: Event) -> None:
     order = uow.session.get(KeyOrder, event.data["order_no"], with_for_update=True)
     if order is None:
-        raise LookupError(f"feedback on unknown key supervision order {event.data['order_no']}")
+        raise NotYet(f"feedback on unknown key supervision order {event.data['order_no']}")
     if order.answered_at is None:
         order.feedback = event.data["feedback"]
         order.answered_at = datetime.fromisoformat(event.data["answered_at"])

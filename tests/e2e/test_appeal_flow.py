@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 
@@ -178,10 +179,11 @@ def test_failing_handler_retries_then_dead_letters_and_replays(bus, suite_env):
     import sys
 
     event_id = str(uuid.uuid4())
-    # A well-formed envelope for an appeal no service has heard of: handlers fail.
+    # An envelope whose data is no object: handlers fail. (An event for an appeal no
+    # service has heard of is no failure: it waits for its predecessor, see below.)
     bad_event = {"event_id": event_id, "event_type": "appeal.responded", "schema_version": 1,
                  "occurred_at": suite_time.iso(), "producer": "dispatch",
-                 "appeal_id": str(uuid.uuid4()), "correlation_id": None, "data": {}}
+                 "appeal_id": str(uuid.uuid4()), "correlation_id": None, "data": "broken"}
     bus.publish("appeals.events", "appeal.responded", bad_event, message_id=event_id)
     env = {**__import__("os").environ, **suite_env}
     cli = [sys.executable, "-m", "appeals_common.cli", "dead-letters"]
@@ -193,7 +195,7 @@ def test_failing_handler_retries_then_dead_letters_and_replays(bus, suite_env):
 
     item = poll(lambda: listed(), timeout=30)[0]
     assert item["attempts"] == 4, "three retries, then the dead-letter queue"
-    assert "LookupError" in item["error"]
+    assert "ValidationError" in item["error"]
     shown = json.loads(subprocess.run([*cli, "show", event_id, "--queue", "reporting.events.dlq"],
                                       env=env, capture_output=True, text=True, check=True).stdout)
     assert json.loads(shown["body"])["event_id"] == event_id
@@ -202,3 +204,26 @@ def test_failing_handler_retries_then_dead_letters_and_replays(bus, suite_env):
     assert "replayed 1" in out
     # It fails again, goes through its retries again, and is back: nothing was dropped.
     poll(lambda: listed(), timeout=30)
+
+
+def test_an_event_before_its_predecessor_waits_instead_of_failing(bus, urls, suite_env):
+    import subprocess
+    import sys
+
+    def waiting() -> float:
+        metrics = requests.get(f"{urls['reporting']}/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith("appeals_messages_waiting_total{")
+                   and 'queue="reporting.events"' in line)
+
+    before = waiting()
+    event_id = str(uuid.uuid4())
+    early = {"event_id": event_id, "event_type": "appeal.responded", "schema_version": 1,
+             "occurred_at": suite_time.iso(), "producer": "dispatch",
+             "appeal_id": str(uuid.uuid4()), "correlation_id": None, "data": {}}
+    bus.publish("appeals.events", "appeal.responded", early, message_id=event_id)
+    poll(lambda: waiting() >= before + 3, timeout=30)  # past the 4 tries a failure gets
+    out = subprocess.run([sys.executable, "-m", "appeals_common.cli", "dead-letters", "list",
+                          "--queue", "reporting.events.dlq"], env={**os.environ, **suite_env},
+                         capture_output=True, text=True, check=True).stdout
+    assert event_id not in out, "waiting, not dead-lettered"
