@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from appeals_common.launcher import SuiteProcesses
+    from appeals_common.launcher import SuiteProcesses, Supervisor
     from appeals_common.settings import SettingsError, check_service_start
 
     try:
@@ -125,8 +125,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     for service in SERVICES:
         print(f"{service:12} http://127.0.0.1:{settings.http_port(service)}  "
               f"(log: {Path(args.log_dir) / (service + '.log')})")
-    print("suite is up; Ctrl-C stops it")
-    return suite.watch()
+    print("suite is up; a service that exits or hangs is restarted; Ctrl-C stops it")
+    sys.stdout.flush()
+    return Supervisor(suite).run()
 
 
 def cmd_provision(args: argparse.Namespace) -> int:

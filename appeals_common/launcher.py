@@ -2,6 +2,9 @@
 
 Each service is its own OS process (`appeals run <name>`), as in production; this only
 starts them, waits until each answers /health, and restarts or kills one on request.
+`appeals up` adds a `Supervisor`: it restarts a service that exits or stops answering
+/health, with a bounded exponential backoff. The tests use `SuiteProcesses` alone, so a
+service they kill on purpose stays down until they restart it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appeals_common.settings import SERVICES, check_service_start, load_settings
@@ -29,9 +35,14 @@ class SuiteProcesses:
     def start(self, service: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.procs[service] = subprocess.Popen(
-            [sys.executable, "-m", "appeals_common.cli", "run", service],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            self.procs[service] = subprocess.Popen(
+                self.command(service), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()  # the child has its own copy
+
+    def command(self, service: str) -> list[str]:
+        return [sys.executable, "-m", "appeals_common.cli", "run", service]
 
     def start_all(self, timeout: float = 60) -> None:
         # Each service checks again as it starts; checking here fails before any starts.
@@ -74,6 +85,7 @@ class SuiteProcesses:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) child must see it
         deadline = time.monotonic() + timeout
         for proc in self.procs.values():
             try:
@@ -101,3 +113,161 @@ class SuiteProcesses:
             return 0
         finally:
             self.stop_all()
+
+
+def log_stderr(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} supervisor: {message}", file=sys.stderr,
+          flush=True)
+
+
+@dataclass
+class _Watched:
+    started_at: float = 0.0
+    healthy_since: float | None = None
+    failures: int = 0          # consecutive /health probes without an answer
+    attempt: int = 0           # restarts since it was last healthy for `reset_after`
+    restarts: int = 0          # restarts in total (logged)
+    restart_at: float | None = None  # set while it waits out its backoff
+    next_probe: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+
+
+class Supervisor:
+    """Keep every service of a SuiteProcesses running until Ctrl-C or SIGTERM.
+
+    A service that exits, or that does not answer GET /health `failures` times in a row
+    (no answer, connection refused or a timeout of `probe_timeout`; any HTTP answer, a
+    503 "degraded" one too, means alive), is restarted after 1 s, 2 s, 4 s… up to
+    `max_delay`; the delay starts again at `base_delay` once it has been healthy for
+    `reset_after` seconds. A hung one gets SIGTERM, then SIGKILL after `grace` seconds.
+    Probe failures do not count until the service has answered once or `start_grace`
+    seconds have passed since it started.
+    """
+
+    def __init__(self, suite: SuiteProcesses, *, probe_interval: float = 5.0,
+                 probe_timeout: float = 2.0, failures: int = 3, base_delay: float = 1.0,
+                 max_delay: float = 60.0, reset_after: float = 120.0, grace: float = 10.0,
+                 start_grace: float = 60.0, tick: float = 0.5,
+                 log: Callable[[str], None] = log_stderr) -> None:
+        self.suite = suite
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self.failures = failures
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.reset_after = reset_after
+        self.grace = grace
+        self.start_grace = start_grace
+        self.tick = tick
+        self.log = log
+        now = time.monotonic()
+        self.state = {s: _Watched(started_at=now, next_probe=now) for s in suite.services}
+        for service, proc in suite.procs.items():
+            self.log(f"supervising {service} (pid {proc.pid})")
+
+    @property
+    def restart_counts(self) -> dict[str, int]:
+        return {s: w.restarts for s, w in self.state.items()}
+
+    def alive(self, service: str) -> bool:
+        url = f"http://127.0.0.1:{self.suite.settings.http_port(service)}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=self.probe_timeout):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answered (503 "degraded" included): alive, not hung
+        except (OSError, ValueError):
+            return False  # refused, reset, timed out
+
+    def _terminate(self, service: str) -> None:
+        proc = self.suite.procs.get(service)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)  # a stopped process handles SIGTERM only once resumed
+        try:
+            proc.wait(timeout=self.grace)
+        except subprocess.TimeoutExpired:
+            self.log(f"{service} (pid {proc.pid}) ignored SIGTERM for {self.grace:g}s; SIGKILL")
+            proc.kill()
+            proc.wait()
+
+    def _schedule(self, service: str, reason: str, now: float) -> None:
+        w = self.state[service]
+        delay = min(self.max_delay, self.base_delay * 2 ** w.attempt)
+        w.attempt += 1
+        w.restarts += 1
+        w.restart_at = now + delay
+        w.failures = 0
+        w.healthy_since = None
+        self.log(f"{service} {reason}; restart attempt {w.attempt} in {delay:g}s "
+                 f"(restarts so far: {w.restarts})")
+
+    def _start(self, service: str, now: float) -> None:
+        w = self.state[service]
+        try:
+            self.suite.start(service)
+        except OSError as exc:
+            self._schedule(service, f"could not start ({exc})", now)
+            return
+        w.restart_at = None
+        w.started_at = now
+        w.next_probe = now + self.probe_interval
+        self.log(f"started {service} (pid {self.suite.procs[service].pid}, "
+                 f"restart {w.restarts})")
+
+    def step(self) -> None:
+        for service in self.suite.services:
+            now = time.monotonic()
+            w = self.state[service]
+            if w.restart_at is not None:
+                if now >= w.restart_at:
+                    self._start(service, now)
+                continue
+            proc = self.suite.procs.get(service)
+            if proc is None:
+                self._schedule(service, "is not running", now)
+                continue
+            if proc.poll() is not None:
+                self._schedule(service, f"exited with {proc.returncode}", now)
+                continue
+            if now < w.next_probe:
+                continue
+            w.next_probe = now + self.probe_interval
+            if self.alive(service):
+                w.failures = 0
+                if w.healthy_since is None:
+                    w.healthy_since = now
+                elif w.attempt and now - w.healthy_since >= self.reset_after:
+                    w.attempt = 0  # healthy for a while: the next failure waits base_delay
+                continue
+            if w.healthy_since is None and now - w.started_at < self.start_grace:
+                continue  # still starting
+            w.healthy_since = None
+            w.failures += 1
+            if w.failures >= self.failures:
+                self.log(f"{service} (pid {proc.pid}) did not answer /health "
+                         f"{w.failures} times in a row; stopping it")
+                self._terminate(service)
+                self._schedule(service, f"hung (no answer to /health {w.failures}x)",
+                               time.monotonic())
+
+    def run(self) -> int:
+        """Supervise until Ctrl-C or SIGTERM, then stop every service; returns 0."""
+
+        def terminate(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+        try:
+            while True:
+                self.step()
+                time.sleep(self.tick)
+        except KeyboardInterrupt:
+            self.log(f"stopping the suite; restarts: {self.restart_counts}")
+            return 0
+        finally:
+            try:
+                self.suite.stop_all()
+            finally:
+                signal.signal(signal.SIGTERM, previous)
