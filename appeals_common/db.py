@@ -7,7 +7,6 @@ record processed message ids in the inbox table in the same transaction as their
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -39,11 +38,18 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from appeals_common.envelope import EVENTS_EXCHANGE, Event
-from appeals_common.identity import INBOX_KEY_MAX
+from appeals_common.identity import INBOX_KEY_MAX, bounded_key
 
 log = logging.getLogger("appeals.db")
 
@@ -168,19 +174,29 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
     # Pre-ping: a pooled connection whose backend was killed (failover, restart,
     # pg_terminate_backend) is replaced at checkout instead of failing the first request
     # or health check after it. It costs one tiny round trip per checkout (measured in
-    # tests/integration/test_reconnect.py; well under a millisecond on a local server),
+    # tests/integration/test_reliability.py; well under a millisecond on a local server),
     # small beside the transaction it guards.
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
                          pool_timeout=60, pool_pre_ping=True, hide_parameters=True)
 
 
-def bounded_inbox_key(key: str) -> str:
-    """A key that fits the inbox column, whoever built it: a longer one is replaced by its
-    hash (as appeals_common.identity.inbox_key does), so no message is refused for the
-    length of its id."""
-    if len(key) <= INBOX_KEY_MAX:
-        return key
-    return "h:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:INBOX_KEY_MAX - 2]
+def is_unreachable(exc: BaseException) -> bool:
+    """An error that says the database cannot be reached (down, restarting, connection
+    dropped, pool exhausted), as opposed to something wrong with the work."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError
+                      | SQLAlchemyTimeoutError)
+
+
+def unreachable_reason(engine: Engine) -> str | None:
+    """None when the database answers a trivial query now, else what went wrong."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not now"
+        return repr(exc)
+    return None
 
 
 class UnitOfWork:
@@ -210,7 +226,7 @@ class UnitOfWork:
         # Plain SQL both PostgreSQL and SQLite understand: this runs for every message
         # consumed, and building the statement with the ORM cost more than running it.
         result = self.session.execute(INBOX_INSERT, {
-            "consumer": consumer, "message_id": bounded_inbox_key(message_id),
+            "consumer": consumer, "message_id": bounded_key(message_id),
             "processed_at": utcnow()})
         return result.rowcount == 1
 

@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 
@@ -139,8 +140,10 @@ def api(*roles: str) -> Callable:
         @wraps(func)
         def wrapper(self: Any, request: Request, **kwargs: Any) -> Response:
             try:
-                principal: Principal = authenticate(request.headers.get("Authorization"),
-                                                    self.runtime.settings.jwt_secret)
+                settings = self.runtime.settings
+                principal: Principal = authenticate(
+                    request.headers.get("Authorization"), settings.jwt_secret,
+                    max_lifetime=timedelta(hours=settings.token_max_hours))
                 if roles:
                     require(principal, *roles)
                 check_url_text(request, kwargs)

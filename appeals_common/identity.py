@@ -48,11 +48,15 @@ def sender_mismatch(user_id: str | None, expected: str, claim: str) -> str | Non
 INBOX_KEY_MAX = 64  # the inbox table's message_id column
 
 
-def inbox_key(sender: str | None, message_id: str) -> str:
-    """What a consumer's inbox remembers a message by: its sender and its id, so that one
-    sender cannot suppress another's message by reusing its message_id. Long keys are
-    hashed to fit the inbox column."""
-    key = f"{sender or '-'}:{message_id}"
+def bounded_key(key: str) -> str:
+    """``key`` if it fits the inbox column, else its hash: no message is refused for the
+    length of its id."""
     if len(key) <= INBOX_KEY_MAX:
         return key
     return "h:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:INBOX_KEY_MAX - 2]
+
+
+def inbox_key(sender: str | None, message_id: str) -> str:
+    """What a consumer's inbox remembers a message by: its sender and its id, so that one
+    sender cannot suppress another's message by reusing its message_id."""
+    return bounded_key(f"{sender or '-'}:{message_id}")

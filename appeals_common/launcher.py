@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from appeals_common.settings import SERVICES, check_service_start, load_settings
@@ -94,26 +94,6 @@ class SuiteProcesses:
                 proc.kill()
                 proc.wait()
 
-    def watch(self) -> int:
-        """Block until one service dies, Ctrl-C or SIGTERM; then stop the others."""
-
-        def terminate(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, terminate)
-        try:
-            while True:
-                for name, proc in self.procs.items():
-                    if proc.poll() is not None:
-                        print(f"{name} exited with {proc.returncode}; stopping the suite",
-                              file=sys.stderr)
-                        return 1
-                time.sleep(1)
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            self.stop_all()
-
 
 def log_stderr(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} supervisor: {message}", file=sys.stderr,
@@ -129,7 +109,6 @@ class _Watched:
     restarts: int = 0          # restarts in total (logged)
     restart_at: float | None = None  # set while it waits out its backoff
     next_probe: float = 0.0
-    reasons: list[str] = field(default_factory=list)
 
 
 class Supervisor:

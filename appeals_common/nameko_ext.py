@@ -27,7 +27,7 @@ from nameko.messaging import QueueConsumer
 from prometheus_client import Counter, Gauge, Histogram
 
 from appeals_common.clock import Clock
-from appeals_common.db import OutboxRelay, Store
+from appeals_common.db import OutboxRelay, Store, is_unreachable, unreachable_reason
 from appeals_common.privacy import mask_text
 from appeals_common.publisher import ConfirmingPublisher
 from appeals_common.settings import Settings, load_settings
@@ -238,6 +238,7 @@ class ReliableConsumer(Entrypoint):
 
     def setup(self) -> None:
         self.settings = load_settings()
+        self._stopping = False
         self.queue_consumer.register_provider(self)
 
     def stop(self) -> None:
@@ -302,7 +303,7 @@ class ReliableConsumer(Entrypoint):
         if exc_info is None:
             self.queue_consumer.ack_message(message)
             return result, exc_info
-        if is_outage(exc_info[1]):
+        if is_unreachable(exc_info[1]):
             self._hold_through_outage(message, delivery, exc_info[1])
             return result, exc_info
         try:
@@ -326,7 +327,7 @@ class ReliableConsumer(Entrypoint):
         log.warning("%s: database unreachable (%s); holding message %s until it is back",
                     self.queue_name, type(exc).__name__, delivery.message_id)
         delay, since = OUTAGE_PROBE_FIRST_SECONDS, time.monotonic()
-        while not getattr(self, "_stopping", False) and not self._database_answers():
+        while not self._stopping and self._database_problem() is not None:
             eventlet.sleep(delay)
             delay = min(delay * 2, OUTAGE_PROBE_MAX_SECONDS)
         DEPENDENCY_UP.labels(service, "database").set(1)
@@ -334,11 +335,9 @@ class ReliableConsumer(Entrypoint):
                  self.queue_name, time.monotonic() - since, delivery.message_id)
         self.queue_consumer.requeue_message(message)
 
-    def _database_answers(self) -> bool:
+    def _database_problem(self) -> str | None:
         runtime = next((d for d in self.container.dependencies if isinstance(d, Runtime)), None)
-        if runtime is None:
-            return True
-        return database_answers(runtime.store)
+        return None if runtime is None else unreachable_reason(runtime.store.engine)
 
     def _park(self, delivery: Delivery, exc_info: Any) -> None:
         """Send a failed message to its next retry delay, or to the dead-letter queue."""
@@ -421,33 +420,6 @@ def _wait_delay(delivery: Delivery, exc_info: Any, delays: Any) -> int | None:
 # every few seconds.
 OUTAGE_PROBE_FIRST_SECONDS = 0.5
 OUTAGE_PROBE_MAX_SECONDS = 5.0
-
-
-def is_outage(exc: BaseException) -> bool:
-    """An error that says the database cannot be reached (down, restarting, connection
-    dropped, pool exhausted), as opposed to something wrong with the message."""
-    from sqlalchemy import exc as sa_exc
-
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError
-                      | sa_exc.DisconnectionError | sa_exc.TimeoutError)
-
-
-def database_problem(store: Store) -> str | None:
-    """None when the database answers a trivial query now, else what went wrong."""
-    from sqlalchemy import text
-
-    try:
-        with store.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure means "not now"
-        return repr(exc)
-    return None
-
-
-def database_answers(store: Store) -> bool:
-    return database_problem(store) is None
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -153,8 +153,8 @@ def _mask(value: Any, names: tuple[str, ...], key: str | None = None) -> Any:
     return mask_text(value, names)
 
 
-def as_read_by(role: str, view: Any) -> Any:
-    """A view as a reader with ``role`` may have it: a viewer gets contact phones and
+def as_read_by(reader: Any, view: Any) -> Any:
+    """A view as ``reader`` (a Principal) may have it: a viewer gets contact phones and
     names masked, in free text too; the bureau and departments (given only their own
     share by the services) see it as it is."""
-    return mask_personal(view) if role == "viewer" else view
+    return mask_personal(view) if reader.role == "viewer" else view

@@ -7,9 +7,10 @@ from typing import Any
 
 from nameko.web.handlers import http
 
+from appeals_common.db import unreachable_reason
 from appeals_common.dead_letter_metrics import ensure_registered
 from appeals_common.http import json_response, metrics_response
-from appeals_common.nameko_ext import DEPENDENCY_UP, database_answers, database_problem
+from appeals_common.nameko_ext import DEPENDENCY_UP
 
 log = logging.getLogger("appeals.metrics")
 
@@ -23,7 +24,7 @@ class BaseService:
         # runtime, which only exists once the container runs.
         ensure_registered(self.runtime.service, self.runtime.settings.amqp_uri)
         DEPENDENCY_UP.labels(self.runtime.service, "database").set(
-            int(database_answers(self.runtime.store)))
+            int(unreachable_reason(self.runtime.store.engine) is None))
         try:
             self.refresh_metrics()
         except Exception:  # a gauge that cannot be read must not fail the scrape
@@ -38,7 +39,7 @@ class BaseService:
         """ok, or degraded naming what is down: the process itself answers (so a
         supervisor or liveness probe leaves it running), its consumers wait the outage
         out and resume by themselves."""
-        problem = database_problem(self.runtime.store)
+        problem = unreachable_reason(self.runtime.store.engine)
         if problem is not None:
             # The detail (host, user, driver message) is for the log, not for whoever
             # can reach the port.

@@ -25,10 +25,6 @@ from services.dispatch.routing import Router
 STAFF_ROLES = ("bureau_admin", "bureau_staff")
 
 
-def _shown(principal: Principal, view: Any) -> Any:
-    return as_read_by(principal.role, view)
-
-
 class DispatchRules(DependencyProvider):
     """Reference data loaded and checked once at start: a bad file stops the service."""
 
@@ -71,7 +67,7 @@ class DispatchService(BaseService):
     def http_assignments(self, request: Any, principal: Principal) -> list[dict]:
         # A department sees only its own assignments, whatever it asks for.
         dept = principal.dept_code if principal.role == "department" else request.args.get("dept")
-        return _shown(principal, usecases.list_assignments(
+        return as_read_by(principal, usecases.list_assignments(
             self.runtime, dept, request.args.get("reg_no"), request.args.get("state"),
             page_args(request)))
 
@@ -85,7 +81,7 @@ class DispatchService(BaseService):
     @http("GET", "/extensions")
     @api(*STAFF_ROLES, "viewer")
     def http_extensions(self, request: Any, principal: Principal) -> list[dict]:
-        return _shown(principal, bureau.list_extensions(self.runtime, request.args.get("state"),
+        return as_read_by(principal, bureau.list_extensions(self.runtime, request.args.get("state"),
                                                         page_args(request)))
 
     @http("POST", "/extensions/<string:extension_id>/decision")

@@ -40,7 +40,7 @@ from appeals_common.schemas import (
 from appeals_common.similarity import similarity
 from appeals_common.topology import RECEIPTS_EXCHANGE, REJECTED_QUEUE
 from services.intake.classification import Classifier
-from services.intake.domain import content_hash, format_reg_no, source_from_routing_key
+from services.intake.domain import content_hash, department_view, format_reg_no, source_from_routing_key
 from services.intake.models import Activity, Appeal, RegNoCounter, TimelineEntry
 
 log = logging.getLogger("appeals.intake")
@@ -458,51 +458,6 @@ def _units_of(appeal: Appeal) -> list[str]:
     if not isinstance(units, dict):
         return []
     return [u for u in [units.get("lead"), *(units.get("co") or [])] if u]
-
-
-# What a department sees of an appeal dispatched to it: what its assignment message told
-# it (the enterprise with its contact, the request, the units), not how the bureau
-# registered, classified or matched it.
-DEPARTMENT_FIELDS = (
-    "appeal_id", "reg_no", "state", "channel", "title", "content", "enterprise",
-    "enterprise_name", "uscc", "category", "industry_chain", "urgency", "activity_id",
-    "attachments", "submitted_at", "registered_at", "units")
-
-
-def department_view(view: dict[str, Any], dept_code: str) -> dict[str, Any]:
-    """A department's share of an appeal: its public fields and the timeline entries
-    addressed to it - about its own assignments, their deadlines, extensions, returns,
-    notices and key orders. Other units' assignment ids, replies, return reasons, the
-    follow-up and who at the bureau did what are left out: nothing in it lets the unit act
-    as another. `by` is the unit itself or the service that recorded the entry."""
-    own_ids: set[str] = set()
-    for entry in view["timeline"]:
-        if entry["event"] == "appeal.dispatched":
-            own_ids |= {a.get("assignment_id") for a in entry["detail"].get("assignments") or ()
-                        if a.get("dept_code") == dept_code}
-        elif entry["detail"].get("dept_code") == dept_code and entry["detail"].get("assignment_id"):
-            own_ids.add(entry["detail"]["assignment_id"])
-    own_ids.discard(None)
-    me = f"dept:{dept_code}"
-    timeline = []
-    for entry in view["timeline"]:
-        detail = entry["detail"]
-        if entry["event"] == "appeal.dispatched":
-            mine = [a for a in detail.get("assignments") or () if a.get("dept_code") == dept_code]
-            if not mine:
-                continue
-            detail = {"reg_no": detail.get("reg_no"), "units": detail.get("units"),
-                      "assignments": mine,
-                      "deadlines_provisional": detail.get("deadlines_provisional")}
-        elif detail.get("dept_code") == dept_code or (
-                detail.get("assignment_id") in own_ids and detail.get("dept_code") in (None, dept_code)):
-            detail = {k: v for k, v in detail.items() if k != "actor"}
-        else:
-            continue
-        timeline.append({"at": entry["at"], "event": entry["event"],
-                         "by": me if entry["by"] == me else entry["producer"],
-                         "detail": detail})
-    return {**{k: view[k] for k in DEPARTMENT_FIELDS}, "timeline": timeline}
 
 
 def search(runtime: ServiceRuntime, params: Any, mask: bool = False) -> dict[str, Any]:

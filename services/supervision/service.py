@@ -104,7 +104,7 @@ class SupervisionService(BaseService):
         clock = usecases.get_clock(self.runtime, reg_no)
         if clock is None:
             raise NotFound(f"no appeal {reg_no}")
-        return _shown(principal, clock)
+        return as_read_by(principal, clock)
 
     @timer(interval=SCAN_SECONDS)
     def scan_deadlines(self) -> int:
@@ -113,7 +113,7 @@ class SupervisionService(BaseService):
     @http("GET", "/appeals/<string:reg_no>/deadlines")
     @api("bureau_admin", "bureau_staff", "viewer")
     def http_deadlines(self, request: Any, principal: Principal, reg_no: str) -> list[dict]:
-        return _shown(principal, clocks.list_clocks(self.runtime, reg_no))
+        return as_read_by(principal, clocks.list_clocks(self.runtime, reg_no))
 
     @rpc
     def record_followup(self, reg_no: str, followup: dict, actor: str) -> dict:
@@ -131,7 +131,7 @@ class SupervisionService(BaseService):
     @http("GET", "/class-problems")
     @api(*STAFF_ROLES, "viewer")
     def http_class_problems(self, request: Any, principal: Principal) -> list[dict]:
-        return _shown(principal, classes.list_problems(self.runtime, request.args.get("state")))
+        return as_read_by(principal, classes.list_problems(self.runtime, request.args.get("state")))
 
     @http("POST", "/class-problems/<string:class_id>/confirmation")
     @api(*STAFF_ROLES)
@@ -174,7 +174,7 @@ class SupervisionService(BaseService):
     @api(*STAFF_ROLES, "viewer", "department")
     def http_key_orders(self, request: Any, principal: Principal) -> list[dict]:
         dept = principal.dept_code if principal.role == "department" else request.args.get("dept")
-        return _shown(principal, usecases.list_key_orders(self.runtime, request.args.get("state"),
+        return as_read_by(principal, usecases.list_key_orders(self.runtime, request.args.get("state"),
                                                           dept, page_args(request)))
 
     # --- 我陪群众走流程 -----------------------------------------------------------------
@@ -188,18 +188,18 @@ class SupervisionService(BaseService):
     @http("GET", "/walkthroughs")
     @api(*STAFF_ROLES, "viewer")
     def http_walkthroughs(self, request: Any, principal: Principal) -> list[dict]:
-        return _shown(principal, walkthroughs.list_walkthroughs(self.runtime, page_args(request)))
+        return as_read_by(principal, walkthroughs.list_walkthroughs(self.runtime, page_args(request)))
 
     @http("GET", "/walkthroughs/<string:walkthrough_id>")
     @api(*STAFF_ROLES, "viewer")
     def http_walkthrough(self, request: Any, principal: Principal, walkthrough_id: str) -> dict:
-        return _shown(principal, walkthroughs.get(self.runtime, walkthrough_id))
+        return as_read_by(principal, walkthroughs.get(self.runtime, walkthrough_id))
 
     @http("GET", "/list-items")
     @api(*STAFF_ROLES, "viewer", "department")
     def http_list_items(self, request: Any, principal: Principal) -> list[dict]:
         owner = principal.dept_code if principal.role == "department" else request.args.get("owner")
-        return _shown(principal, walkthroughs.list_items(
+        return as_read_by(principal, walkthroughs.list_items(
             self.runtime, request.args.get("list"), request.args.get("state"), owner,
             page_args(request)))
 
@@ -229,14 +229,10 @@ class SupervisionService(BaseService):
     @api(*STAFF_ROLES, "viewer")
     def http_obligations(self, request: Any, principal: Principal) -> dict:
         year = _year_arg(request, self.calendar.local_date(self.runtime.now()).year)
-        return _shown(principal, {
+        return as_read_by(principal, {
             **activities.year_compliance(self.runtime, self.calendar, self.class_settings.chains,
                                          year),
             "activities": activities.list_activities(self.runtime, year)})
-
-
-def _shown(principal: Principal, view: Any) -> Any:
-    return as_read_by(principal.role, view)
 
 
 def _year_arg(request: Any, default: int) -> int:

@@ -56,6 +56,7 @@ from appeals_common.schemas import (
     WithdrawSchema,
     errors_by_field,
 )
+from appeals_common.settings import Settings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # eventlet's deprecation notice, through nameko
@@ -304,7 +305,7 @@ def test_an_unknown_field_named_with_hidden_characters_is_reported_escaped():
 # --- (3) 500 bodies ----------------------------------------------------------------------------
 
 class FakeService:
-    runtime = SimpleNamespace(settings=SimpleNamespace(jwt_secret=SECRET))
+    runtime = SimpleNamespace(settings=Settings(jwt_secret=SECRET))
 
     def __init__(self, failure: Exception | None = None, result: Any = None) -> None:
         self.failure, self.result = failure, result

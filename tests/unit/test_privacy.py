@@ -197,12 +197,14 @@ def test_database_errors_name_no_parameters(tmp_path):
 
 
 def test_as_read_by_masks_for_viewers_only():
+    from types import SimpleNamespace
+
     from appeals_common.privacy import as_read_by
 
     view = [{"assignment_id": "a-13800138000", "return_reason": "联系人张三 13800138000 称不属实",
              "contact_name": "张三"}]
-    masked = as_read_by("viewer", view)
+    masked = as_read_by(SimpleNamespace(role="viewer"), view)
     assert masked[0]["assignment_id"] == "a-13800138000"  # identifiers stay
     assert "13800138000" not in masked[0]["return_reason"] and "张三" not in masked[0]["return_reason"]
     assert masked[0]["contact_name"] == "张*"
-    assert as_read_by("bureau_staff", view) == view
+    assert as_read_by(SimpleNamespace(role="bureau_staff"), view) == view
