@@ -47,3 +47,24 @@ def drain(channel, queue: str) -> list[tuple]:
         if method is None:
             return out
         out.append((props, body))
+
+
+# Dispatch's and supervision's service layers on a database of their own, fed like the bus
+# would feed them (the harnesses are in test_dispatch_rules and test_supervision_clocks).
+
+@pytest.fixture
+def d(databases):
+    from tests.integration.test_dispatch_rules import Dispatch
+
+    dispatch = Dispatch(databases.url(f"dispatch_{uuid.uuid4().hex[:6]}"))
+    yield dispatch
+    dispatch.store.dispose()
+
+
+@pytest.fixture
+def sup(databases):
+    from tests.integration.test_supervision_clocks import Supervision
+
+    s = Supervision(databases.url(f"sup_{uuid.uuid4().hex[:6]}"))
+    yield s
+    s.store.dispose()

@@ -4,18 +4,15 @@ once, a second run changes nothing."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import date, datetime, timedelta
-
-import pytest
 
 from appeals_common.calendar import WorkingCalendar, YearOverride
 from services.dispatch import recompute as dispatch_recompute
 from services.dispatch.models import Assignment
 from services.supervision import recompute as supervision_recompute
 from services.supervision.models import Activity, Clock
-from tests.integration.test_dispatch_rules import CTX, Dispatch
-from tests.integration.test_supervision_clocks import TZ, Supervision
+from tests.integration.test_dispatch_rules import CTX
+from tests.integration.test_supervision_clocks import TZ
 from tests.integration.test_supervision_lists import patrol
 from tests.tools_time import first_uncovered_year
 
@@ -35,18 +32,6 @@ def first_weekday(day: date) -> date:
     return day
 
 
-@pytest.fixture
-def d(databases):
-    dispatch = Dispatch(databases.url(f"recompute_d_{uuid.uuid4().hex[:6]}"))
-    yield dispatch
-    dispatch.store.dispose()
-
-
-@pytest.fixture
-def sup(databases):
-    s = Supervision(databases.url(f"recompute_s_{uuid.uuid4().hex[:6]}"))
-    yield s
-    s.store.dispose()
 
 
 def test_december_assignment_is_provisional_then_recomputed_and_the_unit_told_once(d):

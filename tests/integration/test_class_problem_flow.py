@@ -31,12 +31,6 @@ SIMILAR = [
 ]
 
 
-@pytest.fixture
-def sup(databases):
-    s = Supervision(databases.url(f"cls_{uuid.uuid4().hex[:6]}"))
-    yield s
-    s.store.dispose()
-
 
 def register(sup: Supervision, text: str, chain: str | None = "construction_realestate",
              category: str = "0102") -> str:

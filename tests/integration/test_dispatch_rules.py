@@ -94,12 +94,6 @@ class Dispatch:
         return usecases.list_assignments(self.runtime, reg_no=reg_no)
 
 
-@pytest.fixture
-def d(databases):
-    dispatch = Dispatch(databases.url(f"dispatch_{uuid.uuid4().hex[:6]}"))
-    yield dispatch
-    dispatch.store.dispose()
-
 
 def lead_of(d: Dispatch, reg_no: str) -> dict:
     return next(a for a in d.assignments(reg_no) if a["role"] == "lead" and

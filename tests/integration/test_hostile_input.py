@@ -36,12 +36,6 @@ def intake(databases):
     rt.store.dispose()
 
 
-@pytest.fixture
-def d(databases):
-    dispatch = Dispatch(databases.url(f"hostile_dispatch_{uuid.uuid4().hex[:6]}"))
-    yield dispatch
-    dispatch.store.dispose()
-
 
 def outbox(runtime) -> list[dict]:
     with runtime.store.engine.connect() as conn:

@@ -66,12 +66,6 @@ class Supervision:
         return [json.loads(r["body"]) for r in rows]
 
 
-@pytest.fixture
-def sup(databases):
-    s = Supervision(databases.url(f"sup_{uuid.uuid4().hex[:6]}"))
-    yield s
-    s.store.dispose()
-
 
 def run_days(sup: Supervision, start: datetime, days: int, step_hours: int = 1) -> None:
     now = start

@@ -21,12 +21,6 @@ DEPARTMENTS = {"zjj": object(), "gxj": object(), "fgj": object(), "swj": object(
 STAFF = Principal("staff1", "bureau_staff")
 
 
-@pytest.fixture
-def sup(databases):
-    s = Supervision(databases.url(f"lists_{uuid.uuid4().hex[:6]}"))
-    yield s
-    s.store.dispose()
-
 
 def events(sup: Supervision, event_type: str) -> list[dict]:
     outbox = sup.store.outbox

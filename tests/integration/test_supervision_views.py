@@ -6,10 +6,8 @@ own items see them as written."""
 from __future__ import annotations
 
 import json
-import uuid
 from types import SimpleNamespace
 
-import pytest
 from werkzeug.datastructures import MultiDict
 
 from appeals_common.auth import Principal
@@ -24,12 +22,6 @@ ZJJ = Principal("zjj-user", "department", "zjj")
 GXJ = Principal("gxj-user", "department", "gxj")
 SECRETS = ("王五", "13912345678", "１３９１２３４５６７８", "0871-6512-3456", "138 0013 8000")
 
-
-@pytest.fixture
-def sup(databases):
-    s = Supervision(databases.url(f"views_{uuid.uuid4().hex[:6]}"))
-    yield s
-    s.store.dispose()
 
 
 def call(sup: Supervision, handler: str, principal: Principal, **args) -> object:
