@@ -48,6 +48,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from appeals_common import tracing
 from appeals_common.envelope import EVENTS_EXCHANGE, Event
 from appeals_common.identity import INBOX_KEY_MAX, bounded_key
 
@@ -130,6 +131,56 @@ INBOX_INSERT = text(
 ).bindparams(bindparam("processed_at", type_=UtcDateTime))
 
 
+APPEAL_TRACE_INSERT = text(
+    "INSERT INTO appeal_traces (appeal_id, traceparent, recorded_at) "
+    "VALUES (:appeal_id, :traceparent, :recorded_at) ON CONFLICT DO NOTHING"
+).bindparams(bindparam("recorded_at", type_=UtcDateTime))
+APPEAL_TRACE_SELECT = text("SELECT traceparent FROM appeal_traces WHERE appeal_id = :appeal_id")
+
+
+def appeal_trace_table(metadata: MetaData) -> Table:
+    """Each appeal's trace as this service first saw it (appeals_common.tracing)."""
+    if "appeal_traces" in metadata.tables:
+        return metadata.tables["appeal_traces"]
+    return Table(
+        "appeal_traces", metadata,
+        Column("appeal_id", String(64), primary_key=True),
+        Column("traceparent", String(64), nullable=False),
+        Column("recorded_at", UtcDateTime, nullable=False),
+    )
+
+
+class AppealTraces:
+    """Which trace each appeal belongs to, remembered once per appeal (insert if absent,
+    so the first wins and a value never changes: safe to cache in the process)."""
+
+    CACHE_SIZE = 20_000
+
+    def __init__(self) -> None:
+        self._cache: dict[str, str] = {}
+
+    def cached(self, appeal_id: str) -> str | None:
+        return self._cache.get(appeal_id)
+
+    def lookup(self, session: Session, appeal_id: str) -> str | None:
+        found = self._cache.get(appeal_id)
+        if found is None:
+            found = session.execute(APPEAL_TRACE_SELECT, {"appeal_id": appeal_id}).scalar()
+            if found is not None:
+                self._keep(appeal_id, found)
+        return found
+
+    def remember(self, session: Session | Any, appeal_id: str, traceparent: str) -> None:
+        session.execute(APPEAL_TRACE_INSERT, {"appeal_id": appeal_id, "traceparent": traceparent,
+                                              "recorded_at": utcnow()})
+        self._keep(appeal_id, traceparent)
+
+    def _keep(self, appeal_id: str, traceparent: str) -> None:
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))  # the oldest: dicts keep insertion order
+        self._cache[appeal_id] = traceparent
+
+
 def ensure_database(url: str) -> None:
     """Create a PostgreSQL database if it is missing (SQLite creates files itself)."""
     parsed = make_url(normalize_url(url))
@@ -203,8 +254,10 @@ class UnitOfWork:
     """One transaction: domain changes, outgoing messages and the inbox mark together."""
 
     def __init__(self, session: Session, outbox: Table, inbox: Table, producer: str,
-                 now: datetime, critical: ExitStack | None = None) -> None:
+                 now: datetime, critical: ExitStack | None = None,
+                 traces: AppealTraces | None = None) -> None:
         self.session = session
+        self._traces = traces
         self._critical = critical
         self._outbox = outbox
         self._inbox = inbox
@@ -237,9 +290,11 @@ class UnitOfWork:
         payload = body if isinstance(body, bytes) else json.dumps(
             body, ensure_ascii=False, default=str).encode()
         now = utcnow()
+        # The trace of the work that sends it travels with the message, through the relay.
+        headers = tracing.inject(dict(headers or {}))
         self.messages.append(dict(
             message_id=message_id, exchange=exchange, routing_key=routing_key, body=payload,
-            headers=json.dumps(headers or {}, ensure_ascii=False, default=str),
+            headers=json.dumps(headers, ensure_ascii=False, default=str),
             content_type=content_type, created_at=now, available_at=now, attempts=0,
         ))
         return message_id
@@ -252,8 +307,28 @@ class UnitOfWork:
         self._events_emitted += 1
         evt = Event(event_type=event_type, producer=self.producer, occurred_at=occurred_at,
                     data=data, appeal_id=appeal_id, correlation_id=correlation_id)
-        self.send(EVENTS_EXCHANGE, event_type, evt.to_json(), message_id=evt.event_id)
+        reg_no = data.get("reg_no")
+        tracing.annotate(reg_no=reg_no if isinstance(reg_no, str) else None)
+        appeal_trace = self._appeal_trace(appeal_id)
+        if appeal_trace is None:
+            self.send(EVENTS_EXCHANGE, event_type, evt.to_json(), message_id=evt.event_id)
+        else:  # work from elsewhere (a timer, a person) acting on the appeal joins its trace
+            with tracing.in_appeal_trace(appeal_trace, f"{event_type} send",
+                                         {"appeals.event_type": event_type}):
+                self.send(EVENTS_EXCHANGE, event_type, evt.to_json(), message_id=evt.event_id)
         return evt
+
+    def _appeal_trace(self, appeal_id: str | None) -> str | None:
+        """The appeal's own trace when the current work is not already in it; the first
+        work to act on an appeal (its registration, here) makes its trace the appeal's."""
+        current = tracing.current_traceparent()
+        if appeal_id is None or self._traces is None or current is None:
+            return None
+        known = self._traces.lookup(self.session, appeal_id)
+        if known is None:
+            self._traces.remember(self.session, appeal_id, current)
+            return None
+        return None if tracing.same_trace(known, current) else known
 
     def flush_messages(self) -> None:
         if self.messages:
@@ -296,6 +371,8 @@ class Store:
         self.producer = producer
         self.outbox = metadata.tables["outbox"]
         self.inbox = metadata.tables["inbox"]
+        appeal_trace_table(metadata)
+        self.traces = AppealTraces()
         self.engine = make_engine(url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.on_commit: list[Callable[[], None]] = []
@@ -308,7 +385,8 @@ class Store:
     @contextmanager
     def unit_of_work(self, now: datetime) -> Iterator[UnitOfWork]:
         with ExitStack() as critical, self.sessions() as session, session.begin():
-            uow = UnitOfWork(session, self.outbox, self.inbox, self.producer, now, critical)
+            uow = UnitOfWork(session, self.outbox, self.inbox, self.producer, now, critical,
+                             self.traces)
             yield uow
             uow.flush_messages()
         if uow.messages:
@@ -327,6 +405,12 @@ class Store:
                 .where(self.outbox.c.published_at.is_(None))
             ).scalar_one()
 
+
+    def remember_appeal_trace(self, appeal_id: str, traceparent: str) -> None:
+        """Note the appeal's trace as a consumer was handed it (once per appeal)."""
+        if self.traces.cached(appeal_id) is None:
+            with self.engine.begin() as conn:
+                self.traces.remember(conn, appeal_id, traceparent)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -24,14 +24,18 @@ from eventlet.event import Event as GreenEvent
 from kombu import Queue
 from nameko.extensions import DependencyProvider, Entrypoint
 from nameko.messaging import QueueConsumer
+from nameko.web.handlers import HttpRequestHandler
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge, Histogram
 
+from appeals_common import tracing
 from appeals_common.clock import Clock
 from appeals_common.db import OutboxRelay, Store, is_unreachable, unreachable_reason
+from appeals_common.envelope import EVENTS_EXCHANGE
 from appeals_common.privacy import mask_text
 from appeals_common.publisher import ConfirmingPublisher
 from appeals_common.settings import Settings, load_settings
-from appeals_common.topology import dead_letter_queue, retry_exchange
+from appeals_common.topology import REPLIES_EXCHANGE, dead_letter_queue, retry_exchange
 
 log = logging.getLogger("appeals.nameko")
 
@@ -208,6 +212,98 @@ class Metrics(DependencyProvider):
             ENTRYPOINT_LATENCY.labels(self.service, name).observe(time.perf_counter() - started)
         if exc_info is not None:
             ENTRYPOINT_ERRORS.labels(self.service, name).inc()
+
+
+class Tracing(DependencyProvider):
+    """A span per unit of work, continuing the trace it was handed: a consumed message's
+    `traceparent` header, an HTTP request's. Timers start their own; what they emit about
+    an appeal joins the appeal's trace (UnitOfWork.emit). /metrics and /health are not
+    traced: scrapes and probes would drown the appeals."""
+
+    UNTRACED_PATHS = ("/metrics", "/health")
+
+    def __init__(self) -> None:
+        self._spans: dict[Any, tracing.WorkSpan] = {}
+
+    def worker_setup(self, worker_ctx: Any) -> None:
+        work = self._span_for(worker_ctx)
+        if work is not None:
+            self._spans[worker_ctx] = work.start()
+            if isinstance(worker_ctx.entrypoint, ReliableConsumer):
+                self._about_appeal(worker_ctx)
+
+    def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
+        work = self._spans.get(worker_ctx)
+        if work is None:
+            return
+        if exc_info is not None:
+            # Waiting for a predecessor or for the database is not the message's failure.
+            quiet = issubclass(exc_info[0], NotYet) or is_unreachable(exc_info[1])
+            work.fail(exc_info[1], error=not quiet)
+        if isinstance(worker_ctx.entrypoint, ReliableConsumer):
+            # One line per message handled: with the trace id and reg_no an operator finds
+            # every step of one appeal in every service's log.
+            outcome = "ok" if exc_info is None else f"not done ({exc_info[0].__name__})"
+            log.info("handled %s %s: %s", worker_ctx.args[0].routing_key,
+                     worker_ctx.args[0].message_id, result if outcome == "ok" and
+                     isinstance(result, str) else outcome)
+
+    def worker_teardown(self, worker_ctx: Any) -> None:
+        work = self._spans.pop(worker_ctx, None)
+        if work is not None:
+            work.end()
+
+    @staticmethod
+    def _about_appeal(worker_ctx: Any) -> None:
+        """Which appeal a consumed event or reply is about, for its span and log lines. An
+        event handed over with its trace: this service remembers that trace for the appeal
+        (once), so what a timer or a person later does to the appeal here joins it."""
+        delivery: Delivery = worker_ctx.args[0]
+        if delivery.exchange not in (EVENTS_EXCHANGE, REPLIES_EXCHANGE):
+            return  # an inbound appeal has no reg_no yet: its registration names it
+        try:
+            body = json.loads(delivery.body)
+            data = body.get("data") if isinstance(body.get("data"), dict) else body
+            reg_no = data.get("reg_no")
+            tracing.annotate(reg_no=reg_no if isinstance(reg_no, str) else None)
+            traceparent = tracing.carrier_of(delivery.headers).get(tracing.TRACEPARENT)
+            appeal_id = body.get("appeal_id")
+            runtime = getattr(worker_ctx.service, "runtime", None)
+            if (delivery.exchange == EVENTS_EXCHANGE and traceparent and runtime is not None
+                    and isinstance(appeal_id, str) and 0 < len(appeal_id) <= 64):
+                runtime.store.remember_appeal_trace(appeal_id, traceparent[:64])
+        except Exception as exc:  # a trace is never worth failing or delaying the work
+            log.debug("could not note the appeal of %s: %r", delivery.message_id, exc)
+
+    def _span_for(self, worker_ctx: Any) -> tracing.WorkSpan | None:
+        entrypoint = worker_ctx.entrypoint
+        service = self.container.service_name
+        if isinstance(entrypoint, ReliableConsumer):
+            delivery: Delivery = worker_ctx.args[0]
+            event_type = delivery.routing_key if delivery.exchange == EVENTS_EXCHANGE else None
+            return tracing.WorkSpan(
+                f"{entrypoint.queue_name} process", kind=SpanKind.CONSUMER,
+                headers=delivery.headers,
+                attributes={"messaging.system": "rabbitmq", "messaging.operation": "process",
+                            "messaging.destination.name": entrypoint.queue_name,
+                            "messaging.rabbitmq.destination.routing_key": delivery.routing_key,
+                            "messaging.message.id": delivery.message_id,
+                            "appeals.attempt": delivery.attempt, "appeals.sender": delivery.user_id},
+                log_fields={k: v for k, v in {
+                    "queue": entrypoint.queue_name, "message_id": delivery.message_id,
+                    "event_type": event_type}.items() if v})
+        if isinstance(entrypoint, HttpRequestHandler):
+            request = worker_ctx.args[0]
+            if request.path in self.UNTRACED_PATHS:
+                return None
+            route = f"{entrypoint.method} {entrypoint.url}"
+            return tracing.WorkSpan(route, kind=SpanKind.SERVER, headers=request.headers,
+                                    attributes={"http.request.method": request.method,
+                                                "http.route": entrypoint.url,
+                                                "url.path": request.path},
+                                    log_fields={"route": route})
+        name = f"{service}.{entrypoint.method_name}"
+        return tracing.WorkSpan(name, kind=SpanKind.INTERNAL, log_fields={"work": name})
 
 
 class RawQueueConsumer(QueueConsumer):

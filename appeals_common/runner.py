@@ -30,12 +30,14 @@ def run_service(name: str) -> None:
 
     from nameko.cli.run import run
 
+    from appeals_common import tracing
     from appeals_common.settings import SettingsError, check_service_start, load_settings
 
-    logging.basicConfig(
-        level=os.environ.get("APPEALS_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        tracing.configure_logging(name)
+        tracing.configure(name)
+    except ValueError as exc:
+        raise SystemExit(f"appeals run {name}: {exc}") from None
     logging.getLogger("pika").setLevel(logging.WARNING)
     log = logging.getLogger("appeals.runner")
     try:
@@ -57,7 +59,10 @@ def run_service(name: str) -> None:
         "parent_calls_tracked": 10,
         "serializer": "json",
     }
-    run([service_cls], config)
+    try:
+        run([service_cls], config)
+    finally:
+        tracing.shutdown()  # export the spans still buffered
 
 
 def _apply_topology(name: str, log: logging.Logger) -> None:

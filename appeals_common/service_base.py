@@ -10,13 +10,14 @@ from nameko.web.handlers import http
 from appeals_common.db import unreachable_reason
 from appeals_common.dead_letter_metrics import ensure_registered
 from appeals_common.http import json_response, metrics_response
-from appeals_common.nameko_ext import DEPENDENCY_UP
+from appeals_common.nameko_ext import DEPENDENCY_UP, Tracing
 
 log = logging.getLogger("appeals.metrics")
 
 
 class BaseService:
     runtime: Any
+    tracing = Tracing()  # a span per message, request and timer tick; ids in every log line
 
     @http("GET", "/metrics")
     def metrics(self, request: Any) -> Any:

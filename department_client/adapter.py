@@ -110,6 +110,8 @@ class PlannedReply:
     action: str
     body: dict[str, Any]
     message_id: str
+    # The answered message's trace context, carried on the reply (W3C traceparent).
+    trace_headers: dict[str, str] = field(default_factory=dict)
 
 
 def plan_replies(dept_code: str, message: Incoming, actions: Sequence[Mapping[str, Any]],
@@ -126,7 +128,8 @@ def plan_replies(dept_code: str, message: Incoming, actions: Sequence[Mapping[st
             problems.append(f"actions[{index}] ({spec.get('action')}): {exc}")
             continue
         planned.append(PlannedReply(spec["action"], body,
-                                    reply_message_id(dept_code, message.message_id, index, spec["action"])))
+                                    reply_message_id(dept_code, message.message_id, index, spec["action"]),
+                                    contract.trace_headers_of(message)))
     if problems:
         raise InvalidActions("; ".join(problems))
     return planned
@@ -155,6 +158,7 @@ class EndpointForwarder:
                    "User-Agent": "appeals-dept-adapter/1", "X-Appeals-Message-Id": message.message_id,
                    "X-Appeals-Kind": str(message.kind or ""), "X-Appeals-Dept": dept_code,
                    "X-Appeals-Redelivered": "true" if message.redelivered else "false"}
+        headers.update(contract.trace_headers_of(message))  # the endpoint may continue the trace
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
@@ -246,7 +250,7 @@ class Adapter:
 
     def _publish(self, reply: PlannedReply) -> None:
         try:
-            self.client.publish_reply(reply.action, reply.body, reply.message_id)
+            self.client.publish_reply(reply.action, reply.body, reply.message_id, reply.trace_headers)
         except (amqp_errors.UnroutableError, amqp_errors.NackError) as exc:
             raise TemporaryError(f"the broker did not take {reply.action} {reply.message_id}: {exc!r}"
                                  ) from exc

@@ -257,7 +257,8 @@ class DepartmentClient:
 
     # --- replies ---------------------------------------------------------------------
 
-    def publish_reply(self, action: str, body: dict[str, Any], message_id: str | None = None) -> str:
+    def publish_reply(self, action: str, body: dict[str, Any], message_id: str | None = None,
+                      trace_headers: dict[str, str] | None = None) -> str:
         """Publish a reply body as it is (see contract.build_reply); returns its message_id.
 
         Persistent, mandatory, confirmed. On a lost connection it reconnects and publishes
@@ -269,7 +270,8 @@ class DepartmentClient:
         raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
         props = pika.BasicProperties(content_type=contract.CONTENT_TYPE, delivery_mode=2,
                                      message_id=message_id, timestamp=int(time.time()),
-                                     app_id=self.client_name, user_id=self.user_id)
+                                     app_id=self.client_name, user_id=self.user_id,
+                                     headers=dict(trace_headers or {}) or None)
         for attempt in range(1, self.publish_attempts + 1):
             try:
                 self._publish_channel().basic_publish(contract.REPLIES_EXCHANGE, routing_key, raw, props,
@@ -289,7 +291,7 @@ class DepartmentClient:
     def reply(self, action: str, assignment: Any, *, message_id: str | None = None,
               replied_at: Any = None, operator: str | None = None, **fields: Any) -> str:
         body = contract.build_reply(action, assignment, replied_at=replied_at, operator=operator, **fields)
-        return self.publish_reply(action, body, message_id)
+        return self.publish_reply(action, body, message_id, contract.trace_headers_of(assignment))
 
     def sign(self, assignment: Any, operator: str | None = None, **kw: Any) -> str:
         """签收. `assignment`: the assignment message, an Incoming, or (assignment_id, reg_no)."""

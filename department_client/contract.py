@@ -146,6 +146,24 @@ def assignment_ref(assignment: Any) -> tuple[str, str]:
     return assignment_id, reg_no
 
 
+# W3C trace context: a reply carries the `traceparent` of the message it answers, so the
+# bureau can follow one appeal through the department and back (DESIGN, AsyncAPI).
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def trace_headers_of(message: Any) -> dict[str, str]:
+    """The trace context headers of a received message (an Incoming), to copy onto a reply."""
+    headers = getattr(message, "headers", None) or {}
+    found = {}
+    for name in TRACE_HEADERS:
+        value = headers.get(name)
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        if isinstance(value, str) and 0 < len(value) <= 512:
+            found[name] = value
+    return found
+
+
 def _text(errors: dict[str, list[str]], field: str, value: Any, max_len: int, min_len: int = 1) -> None:
     if not isinstance(value, str):
         errors.setdefault(field, []).append("must be a string")

@@ -66,7 +66,17 @@ def user_uri(amqp_uri, bus_users) -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="session")
-def suite_env(amqp_uri, databases, tmp_path_factory, bus_users) -> dict[str, str]:
+def otlp_collector() -> Iterator[Any]:
+    """Where the suite's services export their spans (Jaeger's place in production)."""
+    from tests.e2e.otlp_collector import OtlpCollector
+
+    collector = OtlpCollector()
+    yield collector
+    collector.close()
+
+
+@pytest.fixture(scope="session")
+def suite_env(amqp_uri, databases, tmp_path_factory, bus_users, otlp_collector) -> dict[str, str]:
     base = databases.url("e2e")  # t<run>_e2e → t<run>_e2e_<service>
     for service in SERVICES:
         databases.created.append(base.rsplit("/", 1)[1] + f"_{service}")
@@ -83,6 +93,10 @@ def suite_env(amqp_uri, databases, tmp_path_factory, bus_users) -> dict[str, str
         "APPEALS_SCAN_SECONDS": "1",
         # Sources and departments publish as `<prefix>src-<name>` / `<prefix>dept-<code>`.
         "APPEALS_BUS_USER_PREFIX": USER_PREFIX,
+        # Spans go to the test's collector, exported a fifth of a second after they end.
+        "APPEALS_TRACING": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_collector.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     for service in SERVICES:
         env[f"APPEALS_{service.upper()}_HTTP_PORT"] = str(_free_port())

@@ -468,3 +468,17 @@ def test_compose_config_validates(tmp_path: Path) -> None:
                              "config", "-q"], cwd=REPO, capture_output=True, text=True,
                             timeout=120, env=clean)
     assert result.returncode != 0 and "set " in (result.stderr + result.stdout)
+
+
+def test_services_export_traces_to_jaeger_which_grafana_links(compose: dict[str, Any],
+                                                               services: dict[str, Any]) -> None:
+    env = compose["x-appeals-environment"]
+    assert env["APPEALS_LOG_FORMAT"] == "json"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    assert "otlp" in env["APPEALS_TRACING"]
+    jaeger = services["jaeger"]
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    datasources = yaml.safe_load((REPO / "deploy/grafana/provisioning/datasources/jaeger.yml").read_text())
+    assert datasources["datasources"][0]["url"] == "http://jaeger:16686"
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/appeals.json").read_text())
+    assert any("16686" in link["url"] for link in dashboard["links"])

@@ -387,11 +387,14 @@ class FakeClient:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, str]] = []
+        self.trace_headers: list[dict[str, str]] = []
         self.deferred: set[int] = set()
         self.settled: list[str] = []
 
-    def publish_reply(self, action: str, body: dict, message_id: str | None = None) -> str:
+    def publish_reply(self, action: str, body: dict, message_id: str | None = None,
+                      trace_headers: dict[str, str] | None = None) -> str:
         self.published.append((action, message_id))
+        self.trace_headers.append(dict(trace_headers or {}))
         return message_id
 
     def holds(self, message: Incoming) -> bool:
@@ -548,3 +551,17 @@ def test_deadlines_changed_is_a_known_kind_with_its_dates():
         "respond_by": datetime.fromisoformat("2027-01-08T23:59:59+08:00")}
     with pytest.raises(ValueError, match="not a deadlines_changed"):
         _ = Incoming(body={"kind": "reminder"}, message_id="x").changed_deadlines
+
+
+def test_adapter_replies_carry_the_trace_of_the_message_they_answer() -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    client = FakeClient()
+    forwarder = StubForwarder(lambda _: {"actions": [{"action": "sign"}]})
+    adapter = adapter_mod.Adapter(client, forwarder, chain_timeout=30, clock=lambda: 0.0)
+    message = incoming(ASSIGNMENT, tag=1)
+    message.headers = {"traceparent": traceparent.encode(), "x-other": "kept out"}
+    adapter.handle(message)
+    assert client.trace_headers == [{"traceparent": traceparent}]
+    forwarded = adapter_mod.EndpointForwarder("http://dept.example/hook").headers(message, "zjj")
+    assert forwarded["traceparent"] == traceparent
+    assert contract.trace_headers_of(incoming(ASSIGNMENT)) == {}
