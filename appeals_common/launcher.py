@@ -9,6 +9,8 @@ service they kill on purpose stays down until they restart it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
@@ -37,7 +39,8 @@ class SuiteProcesses:
         log = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child
         try:
             self.procs[service] = subprocess.Popen(
-                self.command(service), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                self.command(service), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_stop_with_parent(os.getpid()))
         finally:
             log.close()  # the child has its own copy
 
@@ -93,6 +96,25 @@ class SuiteProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _stop_with_parent(parent_pid: int) -> Callable[[], None]:
+    """In the child before exec: SIGTERM when the parent dies, even by SIGKILL (Linux), so
+    a killed `appeals up` or test run leaves no service running on its own. (Linux ties
+    this to the thread that started the child: start services from a thread that lives as
+    long as they should.)"""
+    def arrange() -> None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            return  # not Linux: the parent's own stop must do
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+    return arrange
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def log_stderr(message: str) -> None:
