@@ -1,5 +1,5 @@
 """Kill services with SIGKILL mid-stream and restart them: nothing is lost, nothing is
-applied twice. (Named to run after the other end-to-end tests: it restarts services.)"""
+applied twice."""
 
 from __future__ import annotations
 
