@@ -389,6 +389,9 @@ class Store:
                              self.traces)
             yield uow
             uow.flush_messages()
+            noted = tracing.take_noted_appeal_trace()
+            if noted is not None and self.traces.cached(noted[0]) is None:
+                self.traces.remember(session, *noted)
         if uow.messages:
             for callback in self.on_commit:
                 callback()
@@ -405,12 +408,6 @@ class Store:
                 .where(self.outbox.c.published_at.is_(None))
             ).scalar_one()
 
-
-    def remember_appeal_trace(self, appeal_id: str, traceparent: str) -> None:
-        """Note the appeal's trace as a consumer was handed it (once per appeal)."""
-        if self.traces.cached(appeal_id) is None:
-            with self.engine.begin() as conn:
-                self.traces.remember(conn, appeal_id, traceparent)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -257,7 +257,8 @@ class Tracing(DependencyProvider):
     def _about_appeal(worker_ctx: Any) -> None:
         """Which appeal a consumed event or reply is about, for its span and log lines. An
         event handed over with its trace: this service remembers that trace for the appeal
-        (once), so what a timer or a person later does to the appeal here joins it."""
+        (once, in the handler's transaction), so what a timer or a person later does to
+        the appeal here joins it."""
         delivery: Delivery = worker_ctx.args[0]
         if delivery.exchange not in (EVENTS_EXCHANGE, REPLIES_EXCHANGE):
             return  # an inbound appeal has no reg_no yet: its registration names it
@@ -268,10 +269,9 @@ class Tracing(DependencyProvider):
             tracing.annotate(reg_no=reg_no if isinstance(reg_no, str) else None)
             traceparent = tracing.carrier_of(delivery.headers).get(tracing.TRACEPARENT)
             appeal_id = body.get("appeal_id")
-            runtime = getattr(worker_ctx.service, "runtime", None)
-            if (delivery.exchange == EVENTS_EXCHANGE and traceparent and runtime is not None
+            if (delivery.exchange == EVENTS_EXCHANGE and traceparent
                     and isinstance(appeal_id, str) and 0 < len(appeal_id) <= 64):
-                runtime.store.remember_appeal_trace(appeal_id, traceparent[:64])
+                tracing.note_appeal_trace(appeal_id, traceparent[:64])
         except Exception as exc:  # a trace is never worth failing or delaying the work
             log.debug("could not note the appeal of %s: %r", delivery.message_id, exc)
 

@@ -109,6 +109,23 @@ def continues_given_trace() -> bool:
     return _continued.get()
 
 
+# An appeal's trace as the current work was handed it, to be remembered in the work's own
+# transaction (db.Store.unit_of_work): no commit of its own.
+_noted_appeal_trace: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "appeals_noted_appeal_trace", default=None)
+
+
+def note_appeal_trace(appeal_id: str, traceparent: str) -> None:
+    _noted_appeal_trace.set((appeal_id, traceparent))
+
+
+def take_noted_appeal_trace() -> tuple[str, str] | None:
+    noted = _noted_appeal_trace.get()
+    if noted is not None:
+        _noted_appeal_trace.set(None)
+    return noted
+
+
 # --- spans -------------------------------------------------------------------------------
 
 class WorkSpan:
@@ -141,6 +158,7 @@ class WorkSpan:
 
     def end(self) -> None:
         self.span.end()
+        _noted_appeal_trace.set(None)
         if self._tokens:
             log_token, continued_token, ctx_token = reversed(self._tokens)
             _log_fields.reset(log_token)

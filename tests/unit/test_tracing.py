@@ -142,3 +142,18 @@ def test_an_appeals_events_join_its_trace_whoever_acts_on_it(store: Store) -> No
         remembered = dict(conn.exec_driver_sql("SELECT appeal_id, traceparent FROM appeal_traces").all())
     assert trace_of(remembered["a-3"]) == trace_of(PUBLISHER)
     assert trace_of(remembered["a-9"]) == timer_trace
+
+
+def test_a_consumer_remembers_the_trace_it_was_handed_in_the_handlers_transaction(store: Store) -> None:
+    work = tracing.WorkSpan("supervision.events process", kind=SpanKind.CONSUMER,
+                            headers={"traceparent": PUBLISHER}).start()
+    try:
+        tracing.note_appeal_trace("a-5", PUBLISHER)
+        with store.unit_of_work(datetime(2026, 12, 4, 10, tzinfo=UTC)):
+            pass  # a handler that sends nothing: the note is still kept
+    finally:
+        work.end()
+    with store.engine.connect() as conn:
+        remembered = dict(conn.exec_driver_sql("SELECT appeal_id, traceparent FROM appeal_traces").all())
+    assert remembered == {"a-5": PUBLISHER}
+    assert tracing.take_noted_appeal_trace() is None
